@@ -63,7 +63,9 @@ class Codec:
                 partial,
             ) from None
         except Exception as exc:  # pyiso8583 may raise others (e.g. on odd bytes)
-            raise self._error("message", 0, f"a decodable message ({type(exc).__name__})", mti, {}) from None
+            raise self._error(
+                "message", 0, f"a decodable message ({type(exc).__name__})", mti, {}
+            ) from None
         fields: dict[int, str] = {}
         for key, value in doc.items():
             if key in ("t", "p", "1", "h"):
@@ -86,7 +88,7 @@ class Codec:
                 f"DE {missing[0]}", -1, f"mandatory field present for {msg.mti}", msg.mti, doc
             )
 
-    def _read_mti(self, data: bytes) -> str | None:
+    def _read_mti(self, data: bytes) -> str:
         raw = data[:4]
         if len(raw) == 4 and raw.isdigit():
             return raw.decode("ascii")
@@ -109,7 +111,11 @@ class Codec:
             if bad:
                 bit = 129 - bad.bit_length()
                 raise self._error(
-                    "secondary bitmap", _PRIMARY_BITMAP_END, f"no bit {bit} (field not in the spec)", mti, {}
+                    "secondary bitmap",
+                    _PRIMARY_BITMAP_END,
+                    f"no bit {bit} (field not in the spec)",
+                    mti,
+                    {},
                 )
             if secondary == 0:
                 raise self._error(
@@ -125,10 +131,12 @@ class Codec:
             value = partial.get(str(n))
             spec = self._fields.get(n)
             ok = isinstance(value, str) and spec is not None and spec.check(value)
-            if ok and spec is not None and spec.fixed and len(value) != spec.length:
-                ok = False
-            echoes[n] = value if ok else None
-        return DecodeError(field, offset, expected, mti=mti, de7=echoes[7], de11=echoes[11], de32=echoes[32])
+            if isinstance(value, str) and spec is not None and spec.fixed:
+                ok = ok and len(value) == spec.length
+            echoes[n] = value if ok and isinstance(value, str) else None
+        return DecodeError(
+            field, offset, expected, mti=mti, de7=echoes[7], de11=echoes[11], de32=echoes[32]
+        )
 
     # -- encoding ----------------------------------------------------------------
 
@@ -137,12 +145,13 @@ class Codec:
         if len(msg.mti) != 4 or not msg.mti.isdigit():
             raise LocalProtocolError("MTI must be 4 digits")
         doc: dict[str, str] = {"t": msg.mti}
-        for n, value in msg.fields.items():
+        for n, given in msg.fields.items():
             spec = self._fields.get(n)
             if spec is None:
                 raise LocalProtocolError(f"DE {n} is not defined in spec {self.spec.name}")
+            value = given
             if spec.fixed:
-                value = spec.pad(value)
+                value = spec.pad(given)
                 if len(value) != spec.length:
                     raise LocalProtocolError(f"DE {n} must be {spec.describe()}")
             elif len(value.encode(spec.encoding, "replace")) > spec.length:

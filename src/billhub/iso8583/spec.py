@@ -270,7 +270,12 @@ def parse_spec(text: str, source: str = "<string>") -> LinkSpec:
 def load_spec(path: str | Path | None = None) -> LinkSpec:
     """Load a spec file, or the bundled LINK-SPEC v1 layout when ``path`` is None."""
     if path is None:
-        text = resources.files("billhub.iso8583").joinpath("specs").joinpath(DEFAULT_SPEC).read_text("utf-8")
+        text = (
+            resources.files("billhub.iso8583")
+            .joinpath("specs")
+            .joinpath(DEFAULT_SPEC)
+            .read_text("utf-8")
+        )
         return parse_spec(text, DEFAULT_SPEC)
     p = Path(path)
     try:

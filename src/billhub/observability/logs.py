@@ -1,0 +1,143 @@
+"""Structured logs: JSON lines in production, readable in a terminal.
+
+One event per message exchanged, with link, MTI, STAN, RRN, biller, response
+code and latency. Masking happens at the codec (:func:`log_fields`); the
+``_scrub`` processor here is the second line of defence, so that a key, token
+or full account number passed by mistake never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from billhub.errors import DecodeError
+from billhub.iso8583.mask import log_fields, mask_account
+from billhub.iso8583.message import Message
+from billhub.link.observer import LinkInfo
+
+_SECRET_KEYS = frozenset(
+    {"token", "password", "secret", "key", "private_key", "authorization", "dsn"}
+)
+_ACCOUNT_KEYS = frozenset({"account", "account_id", "pan"})
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for k in list(event):
+        if k in _SECRET_KEYS:
+            event[k] = "***"
+        elif k in _ACCOUNT_KEYS and isinstance(event[k], str) and "*" not in event[k]:
+            event[k] = mask_account(event[k])
+    return event
+
+
+def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog once, at start-up, for the whole process."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrub,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str = "billhub") -> Any:
+    return structlog.get_logger(name)
+
+
+class LogObserver:
+    """A :class:`~billhub.link.observer.LinkObserver` that writes one log event per fact."""
+
+    def __init__(self) -> None:
+        self.log = get_logger("billhub.link")
+
+    def link_opened(self, link: LinkInfo) -> None:
+        self.log.info("link_opened", link=link.link_id, peer=link.peer, subject=link.subject)
+
+    def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
+        self.log.warning(
+            "link_closed", link=link.link_id, peer=link.peer, reason=reason, detail=detail
+        )
+
+    def link_state(self, link: LinkInfo, old: str, new: str) -> None:
+        self.log.info("link_state", link=link.link_id, old=old, new=new)
+
+    def tls_refused(self, peer: str, reason: str, detail: str) -> None:
+        self.log.warning("tls_refused", peer=peer, reason=reason, detail=detail)
+
+    def connection_refused(self, peer: str, reason: str) -> None:
+        self.log.warning("connection_refused", peer=peer, reason=reason)
+
+    def exchanged(
+        self,
+        link: LinkInfo,
+        request: Message | None,
+        response: Message,
+        latency: float,
+        reason: str,
+    ) -> None:
+        fields: dict[str, Any] = log_fields(request) if request is not None else {"mti": None}
+        fields["response_mti"] = response.mti
+        fields["response_code"] = response.fields.get(39)
+        if request is not None and request.mti == "0800" and request.fields.get(70) == "301":
+            self.log.debug(
+                "message",
+                link=link.link_id,
+                latency_ms=round(latency * 1000, 3),
+                reason=reason,
+                **fields,
+            )
+            return
+        self.log.info(
+            "message",
+            link=link.link_id,
+            latency_ms=round(latency * 1000, 3),
+            reason=reason,
+            **fields,
+        )
+
+    def format_error(self, link: LinkInfo, error: DecodeError, answered: bool) -> None:
+        self.log.warning(
+            "format_error",
+            link=link.link_id,
+            field=error.field,
+            offset=error.offset,
+            expected=error.expected,
+            mti=error.mti,
+            stan=error.de11,
+            answered=answered,
+        )
+
+    def unmatched(self, link: LinkInfo, response: Message) -> None:
+        self.log.warning("unmatched_response", link=link.link_id, **log_fields(response))
+
+    def echo_rtt(self, link: LinkInfo, rtt: float) -> None:
+        self.log.debug("echo_rtt", link=link.link_id, rtt_ms=round(rtt * 1000, 3))
+
+    def in_flight(self, link: LinkInfo, count: int) -> None:
+        pass
+
+    def handler_failed(self, link: LinkInfo, request: Message, error: BaseException) -> None:
+        self.log.error(
+            "handler_failed", link=link.link_id, error=type(error).__name__, **log_fields(request)
+        )

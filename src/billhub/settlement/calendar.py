@@ -1,0 +1,64 @@
+"""Settlement dates: the year of an MMDD, and the open business day.
+
+LINK-SPEC 3: a DE 15 date's year is the one that puts it nearest the hub's
+current date (so ``0101`` seen on 31 December is next year). Pure: today's
+date is passed in.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+
+def resolve_mmdd(mmdd: str, today: date) -> date:
+    """The date of an MMDD nearest to ``today``; raises ``ValueError`` if no year has it.
+
+    ``0229`` takes the nearest leap year among the previous, this and next year.
+    """
+    month, day = int(mmdd[:2]), int(mmdd[2:])
+    best: date | None = None
+    for year in (today.year - 1, today.year, today.year + 1):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if best is None or abs((candidate - today).days) < abs((best - today).days):
+            best = candidate
+    if best is None:
+        raise ValueError(f"{mmdd} is not a calendar date")
+    return best
+
+
+class CutoverOutcome:
+    """How a cutover request is answered, and whether it changed the open day."""
+
+    __slots__ = ("closed_before", "code", "new_date")
+
+    def __init__(self, code: str, new_date: date | None, closed_before: date | None) -> None:
+        self.code = code
+        self.new_date = new_date
+        self.closed_before = closed_before
+
+
+class BusinessDay:
+    """The current settlement date as cutovers move it (LINK-SPEC 6.1).
+
+    ``current`` is ``None`` until the first cutover; persistence of the day and
+    the closing of payments belong to the settlement module that wraps this.
+    """
+
+    def __init__(self, current: date | None = None) -> None:
+        self.current = current
+
+    def cutover(self, mmdd: str, today: date) -> CutoverOutcome:
+        """`00` moving to a later date, `00` and nothing for the same, `30` for an earlier."""
+        try:
+            new = resolve_mmdd(mmdd, today)
+        except ValueError:
+            return CutoverOutcome("30", None, None)
+        if self.current is None or new > self.current:
+            self.current = new
+            return CutoverOutcome("00", new, new)
+        if new == self.current:
+            return CutoverOutcome("00", None, None)
+        return CutoverOutcome("30", None, None)
