@@ -1,0 +1,110 @@
+"""``billhub``: the command line, and the composition root.
+
+Every command turns a :class:`~billhub.errors.BillhubError` (a bad
+configuration, a refused connection) into one clear line on stderr and a
+non-zero exit: no traceback reaches an operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from billhub.config import load_config
+from billhub.errors import BillhubError
+from billhub.hub import serve
+from billhub.iso8583.spec import load_spec
+from billhub.iso8583.table import field_table
+from billhub.observability.logs import configure
+from billhub.simulator.cli import add_switch_parser, run_switch
+from billhub.simulator.demo import run_demo
+from billhub.transport.certs import init_dev_certs
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure(config.log.format, config.log.level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _cmd_certs_init(args: argparse.Namespace) -> int:
+    paths = init_dev_certs(
+        Path(args.dir), hub_name=args.hub_name, switch_name=args.switch_name, force=args.force
+    )
+    for name, path in sorted(paths.items()):
+        print(f"{name:>12}  {path}")
+    print("development certificates only: never use these keys in production")
+    return 0
+
+
+def _cmd_spec_table(args: argparse.Namespace) -> int:
+
+    sys.stdout.write(field_table(load_spec(args.spec)))
+    return 0
+
+
+def _cmd_switch(args: argparse.Namespace) -> int:
+    return run_switch(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(Path(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="billhub", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the hub")
+    s.add_argument("--config", required=True, help="TOML configuration file")
+    s.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("certs", help="development certificates")
+    csub = c.add_subparsers(dest="certs_command", required=True)
+    ci = csub.add_parser("init", help="make a dev CA, hub server cert and switch client cert")
+    ci.add_argument("dir")
+    ci.add_argument("--hub-name", default="billhub-hub")
+    ci.add_argument("--switch-name", default="switch-1")
+    ci.add_argument("--force", action="store_true", help="overwrite existing files")
+    ci.set_defaults(func=_cmd_certs_init)
+
+    sp = sub.add_parser("spec", help="the link specification")
+    spsub = sp.add_subparsers(dest="spec_command", required=True)
+    st = spsub.add_parser("table", help="print the field table generated from the spec file")
+    st.add_argument("--spec", default=None, help="spec file (default: the bundled LINK-SPEC v1)")
+    st.set_defaults(func=_cmd_spec_table)
+
+    add_switch_parser(sub, _cmd_switch)
+
+    d = sub.add_parser("demo", help="run a hub and a simulated switch on loopback")
+    d.add_argument("--dir", default="demo-run", help="working folder (certificates, config)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BillhubError as exc:
+        print(f"billhub: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"billhub: error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
