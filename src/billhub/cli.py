@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +52,20 @@ def _cmd_spec_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the admin URL answers 200: the container HEALTHCHECK."""
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as resp:  # noqa: S310
+            print(resp.read().decode("utf-8", "replace"))
+            return 0 if resp.status == 200 else EXIT_ERROR
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode("utf-8", "replace"))
+        return EXIT_ERROR
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        print(f"billhub: error: {args.url} unreachable: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
 def _cmd_switch(args: argparse.Namespace) -> int:
     return run_switch(args)
 
@@ -84,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_spec_table)
 
     add_switch_parser(sub, _cmd_switch)
+
+    h = sub.add_parser("health", help="check a running hub's admin endpoint")
+    h.add_argument("--url", default="http://127.0.0.1:9100/healthz")
+    h.add_argument("--timeout", type=float, default=3.0)
+    h.set_defaults(func=_cmd_health)
 
     d = sub.add_parser("demo", help="run a hub and a simulated switch on loopback")
     d.add_argument("--dir", default="demo-run", help="working folder (certificates, config)")

@@ -16,6 +16,7 @@ from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
 from billhub.link.core import Timers
 from billhub.link.observer import LinkObserver
+from billhub.observability.admin import AdminServer
 from billhub.observability.logs import LogObserver, get_logger
 from billhub.pipeline.ports import RequestHandler
 from billhub.pipeline.unrouted import UnroutedHandler
@@ -37,8 +38,28 @@ class Hub:
     codec: Codec
     server: HubServer
 
+    admin: AdminServer | None = None
+    admin_port: int | None = None
+
     async def start(self) -> int:
-        return await self.server.start(self.config.link.host, self.config.link.port)
+        """Listen on the link port, and on the admin port when enabled; returns the link port."""
+        port = await self.server.start(self.config.link.host, self.config.link.port)
+        if self.config.admin.enabled:
+            self.admin = AdminServer(self.readiness)
+            self.admin_port = await self.admin.start(self.config.admin.host, self.config.admin.port)
+        return port
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready when at least one link is signed on: a hub no switch reaches earns nothing."""
+        links = len(self.server.links)
+        signed_on = self.server.signed_on_links
+        problems = [] if signed_on else ["no signed-on link from the switch"]
+        return not problems, {"links": links, "signed_on": signed_on, "problems": problems}
+
+    async def stop(self, grace: float) -> None:
+        await self.server.shutdown(grace)
+        if self.admin is not None:
+            await self.admin.stop()
 
 
 def build_hub(
@@ -89,7 +110,13 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     log = get_logger("billhub")
     hub = build_hub(config)
     port = await hub.start()
-    log.info("hub_listening", host=config.link.host, port=port, spec=hub.codec.spec.name)
+    log.info(
+        "hub_listening",
+        host=config.link.host,
+        port=port,
+        admin_port=hub.admin_port,
+        spec=hub.codec.spec.name,
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -109,5 +136,5 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         ready.set()
     await stop.wait()
     log.info("shutting_down", grace_s=config.link.shutdown_grace_s, links=len(hub.server.links))
-    await hub.server.shutdown(config.link.shutdown_grace_s)
+    await hub.stop(config.link.shutdown_grace_s)
     log.info("stopped")

@@ -52,7 +52,7 @@ class Codec:
         mti = self._read_mti(data)
         self._check_bitmaps(data, mti)
         try:
-            doc, _ = iso8583.decode(data, self._py)
+            doc, enc = iso8583.decode(data, self._py)
         except iso8583.DecodeError as exc:
             partial = exc.doc_dec
             raise self._error(
@@ -72,6 +72,8 @@ class Codec:
                 continue
             n = int(key)
             spec = self._fields[n]
+            if not spec.fixed and not enc[key]["len"].isdigit():  # pyiso8583 takes int(" 6")
+                raise self._error(f"DE {n}", -1, f"{spec.describe()} (length digits)", mti, doc)
             if spec.fixed and len(value) != spec.length:  # UTF-8 can shift characters vs bytes
                 raise self._error(f"DE {n}", -1, f"{spec.describe()}", mti, doc)
             if not spec.check(value):
@@ -101,7 +103,13 @@ class Codec:
         bad = primary & ~self._allowed_primary
         if bad:
             bit = 65 - bad.bit_length()
-            raise self._error("primary bitmap", 4, f"no bit {bit} (field not in the spec)", mti, {})
+            raise self._error(
+                "primary bitmap",
+                4,
+                f"no bit {bit} (field not in the spec)",
+                mti,
+                self._salvage(data, bit),
+            )
         if primary >> 63:
             end = _PRIMARY_BITMAP_END + 8
             if len(data) < end:
@@ -115,12 +123,41 @@ class Codec:
                     _PRIMARY_BITMAP_END,
                     f"no bit {bit} (field not in the spec)",
                     mti,
-                    {},
+                    self._salvage(data, bit),
                 )
             if secondary == 0:
                 raise self._error(
                     "secondary bitmap", _PRIMARY_BITMAP_END, "a field 65-128 when present", mti, {}
                 )
+
+    def _salvage(self, data: bytes, first_bad: int) -> dict[str, Any]:
+        """Decode the fields before an unknown bit, so that a `30` can echo DE 7, 11, 32.
+
+        The fields before the first unknown bit sit where the bitmap says; past it
+        nothing can be trusted. The bitmaps are cut to the fields before it and
+        pyiso8583's partial result kept.
+        """
+        primary = int.from_bytes(data[4:_PRIMARY_BITMAP_END], "big")
+        has_secondary = bool(primary >> 63)
+        body_start = _PRIMARY_BITMAP_END + (8 if has_secondary else 0)
+        if first_bad <= 64:
+            keep = primary & ~((1 << (65 - first_bad)) - 1) & ~(1 << 63)
+            trimmed = data[:4] + keep.to_bytes(8, "big") + data[body_start:]
+        else:
+            secondary = int.from_bytes(data[_PRIMARY_BITMAP_END:body_start], "big")
+            keep = secondary & ~((1 << (129 - first_bad)) - 1)
+            if keep == 0:
+                primary &= ~(1 << 63)
+                trimmed = data[:4] + primary.to_bytes(8, "big") + data[body_start:]
+            else:
+                trimmed = data[:_PRIMARY_BITMAP_END] + keep.to_bytes(8, "big") + data[body_start:]
+        try:
+            doc, _ = iso8583.decode(trimmed, self._py)
+        except iso8583.DecodeError as exc:
+            return dict(exc.doc_dec)
+        except Exception:
+            return {}
+        return dict(doc)
 
     def _error(
         self, field: str, offset: int, expected: str, mti: str | None, partial: dict[str, Any]

@@ -34,8 +34,18 @@ class Framer:
 
     @property
     def partial(self) -> bool:
-        """Whether part of a frame (at least one byte) is buffered."""
-        return self._pos < len(self._buf)
+        """Whether the next frame has started to arrive but is not whole yet.
+
+        Whole frames waiting to be taken do not count: a link that stops taking
+        frames (its in-flight bound) must not trip its own read timeout.
+        """
+        avail = len(self._buf) - self._pos
+        if avail == 0:
+            return False
+        if avail < self._header:
+            return True
+        length = int.from_bytes(self._buf[self._pos : self._pos + self._header], "big")
+        return avail < self._header + length
 
     def next_frame(self) -> bytes | None:
         """The next whole frame's message, or ``None`` until more bytes arrive."""

@@ -115,11 +115,15 @@ class Link:
         timers: Timers | None = None,
         next_stan: Callable[[], str],
         transmission_time: Callable[[], str],
+        max_in_flight: int = 1 << 30,
     ) -> None:
         self.codec = codec
         self.rules = codec.spec.rules
         self.role = role
         self.timers = timers or Timers()
+        # Past this many unanswered requests, frames stay in the framer's buffer
+        # (at most one read's worth) and the shell stops reading the socket.
+        self.max_in_flight = max_in_flight
         self._next_stan = next_stan
         self._transmission_time = transmission_time
         self._framer = Framer(codec.spec.max_message_length, codec.spec.length_header)
@@ -177,27 +181,47 @@ class Link:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Take bytes from the peer; frames are processed at once, in order."""
-        if self._state is State.CLOSED:
-            return
-        if not data:
+        if self._state is State.CLOSED or not data:
             return
         self._last_rx = now
+        try:
+            self._framer.receive_data(data)
+        except FramingError as exc:
+            self._terminate("framing_error", str(exc))
+            return
+        self._take_frames(now)
+
+    def resume(self, now: float) -> None:
+        """Take frames left buffered while the in-flight bound was reached."""
+        if self._state is not State.CLOSED and self._in_flight < self.max_in_flight:
+            self._take_frames(now)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the in-flight bound is reached: the shell should stop reading."""
+        return self._in_flight >= self.max_in_flight
+
+    def _take_frames(self, now: float) -> None:
         framer = self._framer
         try:
-            framer.receive_data(data)
-            while True:
+            while self._in_flight < self.max_in_flight:
                 frame = framer.next_frame()
                 if frame is None:
                     break
                 self._missed = 0
                 self._echo_sent_at = None
+                self._partial_since = None  # a next frame's read timeout starts afresh
                 self._on_frame(frame, now)
                 if self.closed:
                     return
         except FramingError as exc:
             self._terminate("framing_error", str(exc))
             return
-        self._partial_since = (self._partial_since or now) if framer.partial else None
+        # From the first byte of the frame (not `or now`: a fake clock starts at 0.0).
+        if not framer.partial:
+            self._partial_since = None
+        elif self._partial_since is None:
+            self._partial_since = now
 
     def get_timer(self) -> float | None:
         """The next moment :meth:`handle_timer` must run, or ``None``."""
@@ -211,9 +235,16 @@ class Link:
             deadlines.append(self._echo_sent_at + t.echo_timeout)
         else:
             deadlines.append(self._last_rx + t.idle_interval)
-        if self._deadlines:
-            deadlines.append(self._deadlines[0][0])
+        heap = self._deadlines
+        while heap and self._answered(heap[0][1], heap[0][2]):
+            heapq.heappop(heap)  # its request was answered: no reason to wake up then
+        if heap:
+            deadlines.append(heap[0][0])
         return min(deadlines)
+
+    def _answered(self, token: int, key: MatchKey) -> bool:
+        p = self._pending.get(key)
+        return p is None or p.token != token
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at ``now``: read timeout, keep-alive, request time-outs."""

@@ -31,6 +31,8 @@ class HubDispatcher:
         self.financial = financial
         self.day = day
         self.today = today
+        # What the shell logs for answers from here: the financial handler's word.
+        self.reason: str = getattr(financial, "reason", "handled")
 
     async def handle(self, request: Message, link: LinkInfo) -> Message:
         if request.mti == "0800":

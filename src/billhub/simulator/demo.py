@@ -35,6 +35,10 @@ key_file = "certs/hub.key"
 client_ca_file = "certs/switch-ca.crt"
 allowed_subjects = ["switch-1"]
 
+[admin]
+host = "127.0.0.1"
+port = 0
+
 [log]
 format = "json"
 level = "debug"
@@ -80,7 +84,7 @@ async def _script(config: Config, certs: Path, cfg_path: Path, log_path: Path) -
     await step("sign-off", None, link.send(link.link.network_request("002")))
     hub_echoes = link.echoes_answered
     await link.close()
-    await hub.server.shutdown(2.0)
+    await hub.stop(2.0)
 
     print(f"billhub demo: hub on 127.0.0.1:{port}, switch over mutual TLS (TLS 1.2+)\n")
     print(f"  {'step':<36} {'request':<8} {'answer':<7} {'code':<5}")

@@ -78,6 +78,7 @@ class LinkProtocol(asyncio.Protocol):
             timers=timers,
             next_stan=StanCounter(),
             transmission_time=transmission_time,
+            max_in_flight=max_in_flight,
         )
         self.info = LinkInfo("-", "-", "-")
         self._on_closed = on_closed
@@ -209,7 +210,7 @@ class LinkProtocol(asyncio.Protocol):
         t = self._transport
         if t is None or self._closed:
             return
-        want_pause = self._write_paused or self.link.in_flight >= self.max_in_flight
+        want_pause = self._write_paused or self.link.saturated
         if want_pause and not self._read_paused:
             self._read_paused = True
             t.pause_reading()
@@ -246,15 +247,21 @@ class LinkProtocol(asyncio.Protocol):
     def _respond(
         self, request: Message, response: Message, received_at: float, reason: str
     ) -> None:
-        self.link.send_response(request, response)
+        link = self.link
+        was_saturated = link.saturated
+        link.send_response(request, response)
         self.observer.exchanged(
             self.info, request, response, self._loop.time() - received_at, reason
         )
-        if not self._closed:
-            self._flush()
-            self._update_reading()
-        if self.link.in_flight == 0:
+        if link.in_flight == 0:
             self.idle.set()
+        if self._closed:
+            return
+        if was_saturated:
+            link.resume(self._loop.time())  # take the frames held back by the bound
+            self._after()
+        else:
+            self._flush()
 
     @property
     def in_flight(self) -> int:

@@ -1,0 +1,142 @@
+"""A real hub on loopback for the link tests: real TLS, real sockets, real wiring.
+
+``start_hub`` builds the hub exactly as ``billhub serve`` does (``build_hub`` from a
+parsed configuration); only the financial handler may be swapped, because the
+pipeline is not what these tests exercise. ``Recorder`` is a LinkObserver that
+keeps what the hub reported (the same calls the log observer turns into lines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from billhub.config import parse_config
+from billhub.errors import DecodeError
+from billhub.hub import Hub, build_hub
+from billhub.iso8583.message import Message
+from billhub.link.observer import LinkInfo
+from billhub.pipeline.ports import RequestHandler
+from billhub.simulator.switch import SwitchLink
+from billhub.transport.tls import client_context
+
+
+@dataclass
+class Recorder:
+    opened: list[LinkInfo] = field(default_factory=list)
+    closed: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    conn_refused: list[str] = field(default_factory=list)
+    exchanges: list[tuple[str | None, str, str | None, str]] = field(default_factory=list)
+    format_errors: list[tuple[DecodeError, bool]] = field(default_factory=list)
+    echo_rtts: list[float] = field(default_factory=list)
+    states: list[tuple[str, str]] = field(default_factory=list)
+    events: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    def link_opened(self, link: LinkInfo) -> None:
+        self.opened.append(link)
+
+    def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
+        self.closed.append((reason, detail))
+        self.events.put_nowait(f"closed:{reason}")
+
+    def link_state(self, link: LinkInfo, old: str, new: str) -> None:
+        self.states.append((old, new))
+
+    def tls_refused(self, peer: str, reason: str, detail: str) -> None:
+        self.refused.append((reason, detail))
+        self.events.put_nowait(f"refused:{reason}")
+
+    def connection_refused(self, peer: str, reason: str) -> None:
+        self.conn_refused.append(reason)
+
+    def exchanged(
+        self, link: LinkInfo, request: Message | None, response: Message, latency: float, reason: str
+    ) -> None:
+        self.exchanges.append(
+            (request.mti if request else None, response.mti, response.fields.get(39), reason)
+        )
+
+    def format_error(self, link: LinkInfo, error: DecodeError, answered: bool) -> None:
+        self.format_errors.append((error, answered))
+
+    def unmatched(self, link: LinkInfo, response: Message) -> None:
+        pass
+
+    def echo_rtt(self, link: LinkInfo, rtt: float) -> None:
+        self.echo_rtts.append(rtt)
+
+    def in_flight(self, link: LinkInfo, count: int) -> None:
+        pass
+
+    def handler_failed(self, link: LinkInfo, request: Message, error: BaseException) -> None:
+        pass
+
+    async def wait_for(self, event: str, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                if await self.events.get() == event:
+                    return
+
+
+def hub_config_text(pki: Any, **link: Any) -> str:
+    settings = {"host": "127.0.0.1", "port": 0, **link}
+    lines = ["[link]"]
+    for k, v in settings.items():
+        lines.append(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}")
+    lines += [
+        "[tls]",
+        f'cert_file = "{pki.hub_cert}"',
+        f'key_file = "{pki.hub_key}"',
+        f'client_ca_file = "{pki.switch_ca_cert}"',
+        'allowed_subjects = ["switch-1"]',
+        "[admin]",
+        'host = "127.0.0.1"',
+        "port = 0",
+    ]
+    return "\n".join(lines).replace("'", '"') + "\n"
+
+
+@dataclass
+class RunningHub:
+    hub: Hub
+    port: int
+    recorder: Recorder
+    pki: Any
+
+    def context(
+        self,
+        cert: Path | None = None,
+        key: Path | None = None,
+        *,
+        max_version: str | None = None,
+    ) -> ssl.SSLContext:
+        return client_context(
+            cert or self.pki.switch_cert,
+            key or self.pki.switch_key,
+            self.pki.hub_ca_cert,
+            max_version=max_version,
+        )
+
+    async def connect(self, *, sign_on: bool = True, **kw: Any) -> SwitchLink:
+        link = await SwitchLink.connect("127.0.0.1", self.port, self.context(**kw), self.hub.codec)
+        if sign_on:
+            resp = await link.sign_on()
+            assert resp.fields[39] == "00"
+        return link
+
+    async def raw(self, **kw: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=self.context(**kw), server_hostname="localhost"
+        )
+
+
+async def start_hub(pki: Any, handler: RequestHandler | None = None, **link: Any) -> RunningHub:
+    config = parse_config(hub_config_text(pki, **link), base_dir=Path("."), env={})
+    recorder = Recorder()
+    hub = build_hub(config, observer=recorder, financial=handler)
+    port = await hub.start()
+    return RunningHub(hub, port, recorder, pki)

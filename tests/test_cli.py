@@ -1,0 +1,168 @@
+"""The hub as an operator runs it: real processes, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from billhub.iso8583.spec import load_spec
+from billhub.iso8583.table import field_table
+
+ROOT = Path(__file__).resolve().parent.parent
+BILLHUB = [sys.executable, "-m", "billhub.cli"]
+
+
+def run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run([*BILLHUB, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def write_config(tmp: Path, pki, extra: str = "") -> Path:  # type: ignore[no-untyped-def]
+    cfg = tmp / "billhub.toml"
+    cfg.write_text(
+        f"""
+[link]
+host = "127.0.0.1"
+port = 0
+[tls]
+cert_file = "{pki.hub_cert}"
+key_file = "{pki.hub_key}"
+client_ca_file = "{pki.switch_ca_cert}"
+allowed_subjects = ["switch-1"]
+[admin]
+host = "127.0.0.1"
+port = 0
+[log]
+format = "json"
+level = "info"
+{extra}
+""",
+        "utf-8",
+    )
+    return cfg
+
+
+def start_serve(cfg: Path) -> tuple[subprocess.Popen[str], int, int]:
+    proc = subprocess.Popen(
+        [*BILLHUB, "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        if event["event"] == "hub_listening":
+            return proc, int(event["port"]), int(event["admin_port"])
+    proc.kill()
+    raise AssertionError(f"hub did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[link]\nport = 'x'\n", "link.port"),
+        ("[link]\nidle_interva_s = 3\n", "link.idle_interva_s"),
+        ("[tls]\ncert_file = '/nonexistent/hub.crt'\n", "tls"),
+    ],
+)
+def test_bad_configuration_exits_with_one_clear_line(tmp_path: Path, text: str, key: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text, "utf-8")
+    out = run("serve", "--config", str(cfg))
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert key in lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_missing_configuration_file(tmp_path: Path) -> None:
+    out = run("serve", "--config", str(tmp_path / "nope.toml"))
+    assert out.returncode == 1
+    assert "not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_answers_the_switch_masks_accounts_and_stops_on_sigterm(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    proc, port, admin = start_serve(write_config(tmp_path, pki))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as r:
+            assert json.load(r)["status"] == "ok"
+        base = ["switch", "--port", str(port), "--cert", str(pki.switch_cert), "--key",
+                str(pki.switch_key), "--ca", str(pki.hub_ca_cert), "--json"]
+        echo = run(*base, "echo")
+        assert echo.returncode == 0, echo.stderr
+        answers = [json.loads(line) for line in echo.stdout.splitlines()]
+        assert [(a["mti"], a["code"]) for a in answers] == [("0810", "00"), ("0810", "00")]
+        inq = run(*base, "inquiry", "--biller", "100001", "--account", "0100987654")
+        assert inq.returncode == 0, inq.stderr
+        assert json.loads(inq.stdout.splitlines()[-1])["code"] == "96"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    names = [e["event"] for e in events]
+    assert "shutting_down" in names and names[-1] == "stopped"
+    msgs = [e for e in events if e["event"] == "message" and e.get("processing_code") == "310000"]
+    assert msgs and msgs[0]["account"] == "01****7654" and msgs[0]["reason"] == "not_routed"
+    assert "0100987654" not in stdout + stderr, "a full account number reached the log"
+    assert "Traceback" not in stderr
+
+
+def test_certs_init_makes_the_files_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = run("certs", "init", str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr
+    for name in ("hub.crt", "hub.key", "switch.crt", "switch.key", "switch-ca.crt", "hub-ca.crt"):
+        assert (tmp_path / "c" / name).exists()
+    assert oct((tmp_path / "c" / "hub.key").stat().st_mode & 0o777) == "0o600"
+    again = run("certs", "init", str(tmp_path / "c"))
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_switch_cli_reports_an_unreachable_hub_in_one_line(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    out = run("switch", "--port", "1", "--cert", str(pki.switch_cert), "--key",
+              str(pki.switch_key), "--ca", str(pki.hub_ca_cert), "echo")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_field_table_is_generated_from_the_spec_file() -> None:
+    committed = (ROOT / "specs" / "link-v1-fields.md").read_text("utf-8")
+    assert committed == field_table(load_spec()), "run: billhub spec table > specs/link-v1-fields.md"
+    assert (ROOT / "specs" / "link-v1.toml").resolve() == (
+        ROOT / "src" / "billhub" / "iso8583" / "specs" / "link-v1.toml"
+    ).resolve(), "specs/ holds the very file the codec loads"
+
+
+def test_demo_runs_on_a_fresh_folder(tmp_path: Path) -> None:
+    out = run("demo", "--dir", str(tmp_path / "demo"), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"sign-on\s+0800\s+0810\s+00", out.stdout)
+    assert re.search(r"inquiry before sign-on\s+0200\s+0210\s+91", out.stdout)
+    assert "Traceback" not in out.stderr
+
+
+def test_dockerfile_copies_only_paths_that_exist() -> None:
+    text = (ROOT / "Dockerfile").read_text("utf-8")
+    copies = re.findall(r"^COPY\s+(.+?)\s+\S+$", text, re.M)
+    assert copies
+    for line in copies:
+        for src in line.split():
+            assert (ROOT / src).exists(), f"Dockerfile copies {src}, which is missing"
+    assert re.search(r"^USER\s+(?!root)\S+", text, re.M), "the image runs as a non-root user"
+    assert "HEALTHCHECK" in text and re.search(r"^ENTRYPOINT\s+\[\"billhub\"\]", text, re.M)
+    assert os.path.exists(ROOT / "pyproject.toml")
