@@ -54,7 +54,12 @@ class Recorder:
         self.conn_refused.append(reason)
 
     def exchanged(
-        self, link: LinkInfo, request: Message | None, response: Message, latency: float, reason: str
+        self,
+        link: LinkInfo,
+        request: Message | None,
+        response: Message,
+        latency: float,
+        reason: str,
     ) -> None:
         self.exchanges.append(
             (request.mti if request else None, response.mti, response.fields.get(39), reason)

@@ -22,7 +22,9 @@ BILLHUB = [sys.executable, "-m", "billhub.cli"]
 
 
 def run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return subprocess.run([*BILLHUB, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [*BILLHUB, *args], check=False, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def write_config(tmp: Path, pki, extra: str = "") -> Path:  # type: ignore[no-untyped-def]
@@ -100,8 +102,18 @@ def test_serve_answers_the_switch_masks_accounts_and_stops_on_sigterm(tmp_path: 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as r:
             assert json.load(r)["status"] == "ok"
-        base = ["switch", "--port", str(port), "--cert", str(pki.switch_cert), "--key",
-                str(pki.switch_key), "--ca", str(pki.hub_ca_cert), "--json"]
+        base = [
+            "switch",
+            "--port",
+            str(port),
+            "--cert",
+            str(pki.switch_cert),
+            "--key",
+            str(pki.switch_key),
+            "--ca",
+            str(pki.hub_ca_cert),
+            "--json",
+        ]
         echo = run(*base, "echo")
         assert echo.returncode == 0, echo.stderr
         answers = [json.loads(line) for line in echo.stdout.splitlines()]
@@ -134,15 +146,27 @@ def test_certs_init_makes_the_files_and_refuses_to_overwrite(tmp_path: Path) -> 
 
 
 def test_switch_cli_reports_an_unreachable_hub_in_one_line(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
-    out = run("switch", "--port", "1", "--cert", str(pki.switch_cert), "--key",
-              str(pki.switch_key), "--ca", str(pki.hub_ca_cert), "echo")
+    out = run(
+        "switch",
+        "--port",
+        "1",
+        "--cert",
+        str(pki.switch_cert),
+        "--key",
+        str(pki.switch_key),
+        "--ca",
+        str(pki.hub_ca_cert),
+        "echo",
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_field_table_is_generated_from_the_spec_file() -> None:
     committed = (ROOT / "specs" / "link-v1-fields.md").read_text("utf-8")
-    assert committed == field_table(load_spec()), "run: billhub spec table > specs/link-v1-fields.md"
+    assert committed == field_table(load_spec()), (
+        "run: billhub spec table > specs/link-v1-fields.md"
+    )
     assert (ROOT / "specs" / "link-v1.toml").resolve() == (
         ROOT / "src" / "billhub" / "iso8583" / "specs" / "link-v1.toml"
     ).resolve(), "specs/ holds the very file the codec loads"

@@ -13,6 +13,7 @@ import asyncio
 import random
 
 import pytest
+from tests.hubharness import RunningHub, start_hub
 
 from billhub.errors import LinkClosed
 from billhub.iso8583.codec import Codec
@@ -21,7 +22,6 @@ from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.simulator import messages as m
-from tests.hubharness import RunningHub, start_hub
 
 
 class EchoRrnHandler:
@@ -155,7 +155,7 @@ async def test_silent_peer_is_detected_and_closed(pki) -> None:  # type: ignore[
         assert (await read_message(reader, codec)).fields[39] == "00"
         # From now on the "switch" reads but never answers the hub's echo tests.
         assert await closed_within(reader, 3.0), "the hub closes a peer that stopped answering"
-        assert ("dead_peer" in [r for r, _ in running.recorder.closed])
+        assert "dead_peer" in [r for r, _ in running.recorder.closed]
         writer.close()
     finally:
         await running.hub.server.shutdown(1.0)

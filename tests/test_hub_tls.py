@@ -11,11 +11,11 @@ import asyncio
 import ssl
 
 import pytest
+from tests.hubharness import RunningHub, start_hub
 
 from billhub.errors import BillhubError
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.tls import client_context
-from tests.hubharness import RunningHub, start_hub
 
 
 @pytest.fixture
@@ -55,7 +55,9 @@ async def test_refused_peers(hub: RunningHub, pki, version: str, who: str, reaso
         ctx = client_context(None, None, pki.hub_ca_cert, max_version=version)
     else:
         ctx = client_context(
-            getattr(pki, f"{who}_cert"), getattr(pki, f"{who}_key"), pki.hub_ca_cert,
+            getattr(pki, f"{who}_cert"),
+            getattr(pki, f"{who}_key"),
+            pki.hub_ca_cert,
             max_version=version,
         )
     await _refused(hub, ctx)

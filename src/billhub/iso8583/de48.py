@@ -82,9 +82,9 @@ def format_bills(bills: list[BillRecord]) -> str:
     for b in bills[:MAX_BILLS]:
         if not _BILL_ID.fullmatch(b.bill_id):
             raise LocalProtocolError("bill id must be 1-20 of A-Z a-z 0-9 -")
-        if not (len(b.period) == 6 and b.period.isdigit()):
+        if not (len(b.period) == 6 and b.period.isascii() and b.period.isdigit()):
             raise LocalProtocolError("bill period must be YYYYMM")
-        if not (len(b.due_date) == 8 and b.due_date.isdigit()):
+        if not (len(b.due_date) == 8 and b.due_date.isascii() and b.due_date.isdigit()):
             raise LocalProtocolError("bill due date must be YYYYMMDD")
         if not 0 <= b.amount < 10**12:
             raise LocalProtocolError("bill amount must fit n 12")
@@ -100,7 +100,8 @@ def parse_bills(value: str) -> list[BillRecord]:
     for i in range(0, len(value), BILL_RECORD_LEN):
         rec = value[i : i + BILL_RECORD_LEN]
         bill_id, period, due, amount = rec[:20].rstrip(" "), rec[20:26], rec[26:34], rec[34:46]
-        if not _BILL_ID.fullmatch(bill_id) or not (period + due + amount).isdigit():
+        digits = period + due + amount  # ASCII only: str.isdigit() also takes '²' and '٣'
+        if not _BILL_ID.fullmatch(bill_id) or not (digits.isascii() and digits.isdigit()):
             raise _bad("BL", i, "bill id (ans 20) + YYYYMM + YYYYMMDD + n 12")
         bills.append(BillRecord(bill_id, period, due, int(amount)))
     return bills

@@ -26,14 +26,14 @@ class OriginalData:
             f"{self.mti:0>4}{self.stan:0>6}{self.transmission_time:0>10}"
             f"{self.acquirer:0>11}{self.forwarder:0>11}"
         )
-        if len(value) != 42 or not value.isdigit():
+        if len(value) != 42 or not (value.isascii() and value.isdigit()):
             raise LocalProtocolError("DE 90 must be 42 digits")
         return value
 
 
 def parse_original(value: str) -> OriginalData:
     """Split DE 90; raise :class:`DecodeError` if it is not 42 digits."""
-    if len(value) != 42 or not value.isdigit():
+    if len(value) != 42 or not (value.isascii() and value.isdigit()):
         raise DecodeError("DE 90", 0, "n 42: MTI + STAN + DE 7 + DE 32 + DE 33")
     return OriginalData(
         mti=value[0:4],
@@ -54,7 +54,8 @@ def format_net(credits: int, reversals: int) -> str:
 
 def parse_net(value: str) -> int:
     """DE 97 as a signed amount in minor units."""
-    if len(value) != 17 or value[0] not in "CD" or not value[1:].isdigit():
+    digits = value[1:]  # ASCII only: str.isdigit() also takes '²', which int() refuses
+    if len(value) != 17 or value[0] not in "CD" or not (digits.isascii() and digits.isdigit()):
         raise DecodeError("DE 97", 0, "C or D then 16 digits")
     amount = int(value[1:])
     return amount if value[0] == "C" else -amount

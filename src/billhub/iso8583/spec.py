@@ -25,8 +25,8 @@ _FORMATS = ("n", "an", "ans", "b")
 _CHARSETS: dict[str, str] = {
     "n": r"[0-9]",
     "an": r"[A-Za-z0-9 ]",
-    # ans: printable; for UTF-8 fields anything but control characters.
-    "ans": r"[^\x00-\x1f\x7f]",
+    # ans: printable; for UTF-8 fields anything but control characters (C0, DEL and C1).
+    "ans": r"[^\x00-\x1f\x7f-\x9f]",
 }
 
 

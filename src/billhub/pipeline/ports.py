@@ -1,18 +1,149 @@
-"""What the network shell asks of the application: answer one request.
+"""The ports the pipeline defines and its adapters implement.
 
-A handler receives each request that the link did not answer itself (0200,
-0420, 0500 and cutover 0800 on a signed-on link) and returns its response.
-It must not raise: the shell turns an exception into `96` and logs it, but a
-handler that raises has lost track of a request.
+The pipeline reaches billers, the journal and the clock only through these
+(STYLE.md): connectors implement :class:`Biller`, journals :class:`Journal`,
+the composition root supplies a :class:`Clock`. The network shell, in turn,
+asks the application through :class:`RequestHandler`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Protocol
 
 from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
+from billhub.pipeline.model import (
+    AccountBills,
+    PaymentKey,
+    PaymentOrder,
+    PaymentRecord,
+    ResolverTask,
+    ReversalRecord,
+    StatusAnswer,
+)
 
 
 class RequestHandler(Protocol):
+    """Answer one request the link handed over; must not raise."""
+
     async def handle(self, request: Message, link: LinkInfo) -> Message: ...
+
+
+class Clock(Protocol):
+    """Time, injected: wall-clock UTC for records, monotonic seconds for budgets."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class Biller(Protocol):
+    """BILLERS.md's four questions. Every call may raise only
+    :class:`~billhub.errors.BillerRejected` (a contract refusal, ``code`` as in the
+    BILLERS.md error table: ``unknown_account``, ``account_blocked``,
+    ``nothing_due``, ``bill_not_open``, ``amount_not_acceptable``,
+    ``payment_id_conflict``, ``payment_cancelled``, ``unknown_payment``),
+    :class:`~billhub.errors.BillerTimeout` or
+    :class:`~billhub.errors.BillerUnavailable`. The pipeline bounds each call with
+    its own time budget (cancellation); a connector's own time-outs must fit inside.
+    """
+
+    code: str
+    #: True when a "unknown" payment status is final at once (the hub's own store);
+    #: False for a remote system, where a late posting may still arrive.
+    status_is_authoritative: bool
+
+    async def open_bills(self, account: str) -> AccountBills: ...
+
+    async def post_payment(self, order: PaymentOrder) -> str:
+        """Post; returns the receipt. Idempotent on ``order.payment_id``."""
+        ...
+
+    async def cancel_payment(self, payment_id: str) -> None:
+        """Cancel a posted payment; idempotent. ``unknown_payment`` if never posted."""
+        ...
+
+    async def payment_status(self, payment_id: str) -> StatusAnswer: ...
+
+    async def close(self) -> None: ...
+
+
+class PaymentsLedger(Protocol):
+    """What the journal tells a batch biller about its payments (files, store rebuild)."""
+
+    async def approved_payments(self, biller: str, settlement_date: date) -> list[PaymentRecord]:
+        """Payments approved for that settlement date, reversed later or not, oldest first."""
+        ...
+
+    async def reversals_booked(self, biller: str, booked_on: date) -> list[ReversalRecord]:
+        """Reversals (answered `00`) booked on that business day, oldest first."""
+        ...
+
+    async def held_payments(self, biller: str) -> list[PaymentRecord]:
+        """Approved and not reversed: what the biller must hold."""
+        ...
+
+
+class Journal(PaymentsLedger, Protocol):
+    """Durable record of every financial request and its answer.
+
+    Every write method returns only once its write is committed durably (group
+    commit may share one commit among concurrent writes). Raises only
+    :class:`~billhub.errors.JournalError`.
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert_payment(self, record: PaymentRecord) -> PaymentRecord | None:
+        """Insert a new payment (any state). If its key exists, insert nothing and
+        return the existing record: the caller then answers as for a repeat."""
+        ...
+
+    async def finish_payment(
+        self, record: PaymentRecord, *, task: ResolverTask | None = None
+    ) -> None:
+        """Write the payment's answer fields and state; with ``task``, add it in the
+        same commit (an uncertain payment and its resolution cannot come apart)."""
+        ...
+
+    async def get_payment(self, key: PaymentKey) -> PaymentRecord | None: ...
+
+    async def get_payment_by_id(self, payment_id: str) -> PaymentRecord | None: ...
+
+    async def get_reversal(self, key: PaymentKey) -> ReversalRecord | None: ...
+
+    async def insert_reversal(
+        self, reversal: ReversalRecord, *, task: ResolverTask | None = None
+    ) -> None:
+        """Record a reversal; if it names a payment and is answered `00`, mark that
+        payment reversed in the same commit, with its cancel task if any."""
+        ...
+
+    async def due_tasks(self, now: datetime, limit: int = 100) -> list[ResolverTask]: ...
+
+    async def reschedule_task(self, task: ResolverTask) -> None:
+        """Save a task's attempts, next_at and detail after a failed try."""
+        ...
+
+    async def complete_task(
+        self,
+        task: ResolverTask,
+        *,
+        outcome: str,
+        payment: PaymentRecord | None = None,
+        reversal_key: PaymentKey | None = None,
+    ) -> None:
+        """Close a task; with ``payment``, save its resolution in the same commit;
+        with ``reversal_key``, mark that reversal's cancel confirmed."""
+        ...
+
+    async def recover(self, now: datetime) -> list[PaymentRecord]:
+        """After a restart: every payment left ``POSTING`` becomes ``UNCERTAIN`` (`91`)
+        with a resolve task, in one commit. Returns them."""
+        ...
+
+    async def open_tasks(self) -> Sequence[ResolverTask]: ...

@@ -182,7 +182,7 @@ class HubServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def abort(self) -> None:
+    def abort(self) -> None:
         """Close everything at once (a second signal during shutdown)."""
         self._accepting = False
         if self._server is not None:

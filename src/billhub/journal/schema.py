@@ -1,0 +1,75 @@
+"""Versioned schema migrations for the journal, in order; each runs once, in a transaction.
+
+A migration is never edited once released: a change is a new migration. The
+SQL sticks to what SQLite and PostgreSQL both accept.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "payments, reversals and resolver tasks",
+        [
+            """CREATE TABLE payments (
+                payment_id TEXT PRIMARY KEY,
+                acquirer TEXT NOT NULL,
+                rrn TEXT NOT NULL,
+                settlement_mmdd TEXT NOT NULL,
+                settlement_date TEXT NOT NULL,
+                biller TEXT NOT NULL,
+                account TEXT NOT NULL,
+                bill_id TEXT,
+                amount BIGINT NOT NULL CHECK (amount >= 0),
+                currency TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                forwarder TEXT NOT NULL,
+                content TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                state TEXT NOT NULL,
+                response_code TEXT,
+                approval_code TEXT,
+                answer_de48 TEXT,
+                receipt TEXT,
+                customer_name TEXT,
+                answered_at TEXT,
+                reversed INTEGER NOT NULL DEFAULT 0,
+                resolution TEXT,
+                seq BIGINT NOT NULL,
+                UNIQUE (acquirer, rrn, settlement_mmdd)
+            )""",
+            "CREATE INDEX payments_biller_date ON payments (biller, settlement_date, state)",
+            "CREATE INDEX payments_state ON payments (state)",
+            """CREATE TABLE reversals (
+                acquirer TEXT NOT NULL,
+                rrn TEXT NOT NULL,
+                settlement_mmdd TEXT NOT NULL,
+                settlement_date TEXT NOT NULL,
+                biller TEXT NOT NULL,
+                amount BIGINT NOT NULL,
+                received_at TEXT NOT NULL,
+                response_code TEXT NOT NULL,
+                payment_id TEXT,
+                booked_on TEXT,
+                cancel_state TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                PRIMARY KEY (acquirer, rrn, settlement_mmdd)
+            )""",
+            "CREATE INDEX reversals_booked ON reversals (biller, booked_on)",
+            """CREATE TABLE tasks (
+                task_id INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL,
+                payment_id TEXT NOT NULL,
+                biller TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_at TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                not_before_final TEXT,
+                detail TEXT,
+                done_at TEXT,
+                outcome TEXT
+            )""",
+            "CREATE INDEX tasks_open ON tasks (done_at, next_at)",
+        ],
+    ),
+]

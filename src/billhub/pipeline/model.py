@@ -1,0 +1,165 @@
+"""The pipeline's domain: bills, payments, reversals, and what a biller says.
+
+Plain frozen data shared by the pipeline, its ports and their adapters. Money
+is ``int`` minor units everywhere; dates are ``date``/``datetime`` in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """One open bill; ``amount`` is what is still due."""
+
+    bill_id: str
+    period: str  # YYYYMM
+    due_date: date
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBills:
+    """BILLERS.md question 1: a subscriber's open bills, oldest first."""
+
+    account: str
+    customer_name: str
+    status: AccountStatus
+    partial_allowed: bool
+    min_payment: int
+    bills: tuple[Bill, ...]
+
+    @property
+    def total_due(self) -> int:
+        return sum(b.amount for b in self.bills)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentOrder:
+    """BILLERS.md question 2: what the hub asks a biller to post."""
+
+    payment_id: str
+    account: str
+    bill_id: str | None
+    amount: int
+    settlement_date: date
+    acquirer: str
+    rrn: str
+    channel: str
+    paid_at: datetime
+
+
+class PostingStatus(StrEnum):
+    POSTED = "posted"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusAnswer:
+    """BILLERS.md question 4: what a biller holds for a hub payment id."""
+
+    status: PostingStatus
+    receipt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentKey:
+    """LINK-SPEC 6.3: DE 32 + DE 37 + DE 15, as the switch sent them."""
+
+    acquirer: str
+    rrn: str
+    settlement_mmdd: str
+
+
+class PaymentState(StrEnum):
+    """Where a payment stands in the journal.
+
+    ``POSTING``: recorded before the biller is asked; a crash leaves it here and
+    recovery makes it ``UNCERTAIN``. ``APPROVED`` (answered `00`), ``DECLINED``
+    (any other code but a `91` with a posting in doubt), ``UNCERTAIN``
+    (answered `91`, the resolver owns it until the biller holds nothing).
+    """
+
+    POSTING = "posting"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    UNCERTAIN = "uncertain"
+
+
+class Resolution(StrEnum):
+    """How an uncertain payment ended: cancelled at the biller, or never posted there."""
+
+    CANCELLED = "cancelled"
+    NEVER_POSTED = "never_posted"
+
+
+@dataclass(slots=True)
+class PaymentRecord:
+    """One payment request and its answer, as the journal keeps it."""
+
+    payment_id: str
+    key: PaymentKey
+    settlement_date: date
+    biller: str
+    account: str
+    bill_id: str | None
+    amount: int
+    currency: str
+    channel: str
+    forwarder: str
+    content: str  # the fields that make "the same content" (LINK-SPEC 6.3), joined
+    received_at: datetime
+    state: PaymentState = PaymentState.POSTING
+    response_code: str | None = None
+    approval_code: str | None = None
+    answer_de48: str | None = None
+    receipt: str | None = None
+    customer_name: str | None = None
+    answered_at: datetime | None = None
+    reversed: bool = False
+    resolution: Resolution | None = None
+
+
+@dataclass(slots=True)
+class ReversalRecord:
+    """One reversal (0420/0421) and its answer; ``payment_id`` is None for an unknown original."""
+
+    key: PaymentKey
+    settlement_date: date
+    biller: str
+    amount: int
+    received_at: datetime
+    response_code: str
+    payment_id: str | None = None
+    booked_on: date | None = None  # the business day it was booked on (for payments files)
+    cancel_state: str = "none"  # none | pending | confirmed | in_file
+
+
+class TaskKind(StrEnum):
+    RESOLVE = "resolve"  # an uncertain payment: status, then cancel if posted
+    CANCEL = "cancel"  # a reversed payment of an online biller: cancel until confirmed
+
+
+@dataclass(slots=True)
+class ResolverTask:
+    """Durable work for the resolver; survives a crash and a restart."""
+
+    task_id: int
+    kind: TaskKind
+    payment_id: str
+    biller: str
+    attempts: int
+    next_at: datetime
+    created_at: datetime
+    not_before_final: datetime | None = None  # "unknown" is final only after this
+    detail: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,111 @@
+"""Shared fixtures: a throw-away PKI made with billhub's own dev-PKI code.
+
+The ``pki`` fixture is session-scoped because every TLS test wants the same
+certificates and minting them once keeps the suite fast; tests must treat the files
+as read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from billhub.transport.certs import (
+    CertificateObj,
+    PrivateKey,
+    init_dev_certs,
+    issue_cert,
+    make_ca,
+    write_pem,
+)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of a development PKI plus the bad certificates the refusal tests need.
+
+    ``switch_*`` is the good client (CN ``switch-1``, O ``National Switch``) signed by
+    the switch CA the hub trusts; ``rogue_*`` is a client with the same subject signed
+    by a CA the hub does not trust; ``expired_*``/``not_yet_valid_*`` come from the
+    switch CA but outside their validity; ``intruder_*`` is valid and from the switch
+    CA, but its CN (``intruder``) is not on any allow-list.
+    """
+
+    directory: Path
+    switch_ca_cert: Path
+    switch_ca_key: Path
+    hub_ca_cert: Path
+    hub_ca_key: Path
+    hub_cert: Path
+    hub_key: Path
+    switch_cert: Path
+    switch_key: Path
+    rogue_ca_cert: Path
+    rogue_ca_key: Path
+    rogue_cert: Path
+    rogue_key: Path
+    expired_cert: Path
+    expired_key: Path
+    not_yet_valid_cert: Path
+    not_yet_valid_key: Path
+    intruder_cert: Path
+    intruder_key: Path
+
+
+def make_pki(directory: Path) -> Pki:
+    """Build the PKI in ``directory``; usable outside pytest (benchmarks, demos)."""
+    dev = init_dev_certs(directory)
+    switch_ca = load_ca(dev["switch_ca_cert"], dev["switch_ca_key"])
+    now = datetime.now(UTC)
+    extra: dict[str, Path] = {}
+
+    rogue_ca, rogue_ca_key = make_ca("rogue CA")
+    extra["rogue_ca_cert"] = write_pem(directory / "rogue-ca.crt", rogue_ca)
+    extra["rogue_ca_key"] = write_pem(directory / "rogue-ca.key", rogue_ca_key)
+    made = {
+        # Same subject as the real switch: only the issuer is wrong.
+        "rogue": issue_cert(
+            rogue_ca, rogue_ca_key, "switch-1", server=False, organization="National Switch"
+        ),
+        "expired": issue_cert(
+            *switch_ca,
+            "switch-1",
+            server=False,
+            organization="National Switch",
+            not_before=now - timedelta(days=30),
+            not_after=now - timedelta(days=1),
+        ),
+        "not_yet_valid": issue_cert(
+            *switch_ca,
+            "switch-1",
+            server=False,
+            organization="National Switch",
+            not_before=now + timedelta(days=1),
+            not_after=now + timedelta(days=30),
+        ),
+        "intruder": issue_cert(*switch_ca, "intruder", server=False),
+    }
+    for name, (cert, key) in made.items():
+        stem = name.replace("_", "-")
+        extra[f"{name}_cert"] = write_pem(directory / f"{stem}.crt", cert)
+        extra[f"{name}_key"] = write_pem(directory / f"{stem}.key", key)
+    return Pki(directory=directory, **dev, **extra)
+
+
+def load_ca(cert_file: Path, key_file: Path) -> tuple[CertificateObj, PrivateKey]:
+    """Load a CA written by init_dev_certs, to sign more certificates with it."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
