@@ -107,6 +107,17 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolverConfig:
+    """How uncertain payments and reversals are settled with billers."""
+
+    quiet_period_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 60.0
+    poll_interval_s: float = 1.0
+    call_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: LogFormat = "json"
     level: LogLevel = "info"
@@ -176,6 +187,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    resolver: ResolverConfig = field(default_factory=ResolverConfig)
     billers: tuple[BillerConfig, ...] = ()
 
     def biller(self, code: str) -> BillerConfig | None:
@@ -456,6 +468,19 @@ def _journal(t: _Table) -> JournalConfig:
     return cfg
 
 
+def _resolver(t: _Table) -> ResolverConfig:
+    d = ResolverConfig()
+    cfg = ResolverConfig(
+        quiet_period_s=t.number("quiet_period_s", d.quiet_period_s, positive=False),
+        backoff_base_s=t.number("backoff_base_s", d.backoff_base_s),
+        backoff_max_s=t.number("backoff_max_s", d.backoff_max_s),
+        poll_interval_s=t.number("poll_interval_s", d.poll_interval_s),
+        call_timeout_s=t.number("call_timeout_s", d.call_timeout_s),
+    )
+    t.done()
+    return cfg
+
+
 def _rest(t: _Table) -> RestSettings:
     base_url = t.required_string("base_url")
     if not base_url.startswith(("http://", "https://")):
@@ -488,7 +513,7 @@ def _database(t: _Table) -> DatabaseSettings:
     return DatabaseSettings(dsn, MappingProxyType(queries))
 
 
-_SECTIONS = frozenset({"link", "tls", "admin", "log", "journal", "billers"})
+_SECTIONS = frozenset({"link", "tls", "admin", "log", "journal", "resolver", "billers"})
 _KINDS: tuple[BillerKind, ...] = ("rest", "batch", "database")
 _CODE = re.compile(r"[0-9]{1,11}")
 
@@ -568,10 +593,19 @@ def parse_config(
     admin = _admin(root.table("admin"))
     log = _log(root.table("log"))
     journal = _journal(root.table("journal"))
+    resolver = _resolver(root.table("resolver"))
     billers = _billers(root.raw.get("billers"), ctx, link.answer_budget_s)
     root.seen.add("billers")
     root.done()
-    return Config(link=link, tls=tls, admin=admin, log=log, journal=journal, billers=billers)
+    return Config(
+        link=link,
+        tls=tls,
+        admin=admin,
+        log=log,
+        journal=journal,
+        resolver=resolver,
+        billers=billers,
+    )
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:

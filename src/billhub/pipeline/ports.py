@@ -98,9 +98,14 @@ class Journal(PaymentsLedger, Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert_payment(self, record: PaymentRecord) -> PaymentRecord | None:
-        """Insert a new payment (any state). If its key exists, insert nothing and
-        return the existing record: the caller then answers as for a repeat."""
+    async def insert_payment(self, record: PaymentRecord) -> tuple[PaymentRecord, bool]:
+        """Insert a new payment; returns ``(record, True)``.
+
+        If its key exists, nothing is inserted and ``(existing, False)`` comes back:
+        the caller answers as for a repeat. If a reversal of this key arrived first
+        (LINK-SPEC 6.4, original never seen), the payment is inserted declined `25`
+        instead, and returned with ``True``.
+        """
         ...
 
     async def finish_payment(
@@ -141,9 +146,18 @@ class Journal(PaymentsLedger, Protocol):
         with ``reversal_key``, mark that reversal's cancel confirmed."""
         ...
 
-    async def recover(self, now: datetime) -> list[PaymentRecord]:
+    async def recover(self, now: datetime, not_before_final: datetime) -> list[PaymentRecord]:
         """After a restart: every payment left ``POSTING`` becomes ``UNCERTAIN`` (`91`)
-        with a resolve task, in one commit. Returns them."""
+        with a resolve task (whose "unknown" is final only after ``not_before_final``),
+        in one commit. Returns them."""
         ...
 
     async def open_tasks(self) -> Sequence[ResolverTask]: ...
+
+
+class IdSource(Protocol):
+    """Identifiers, injected: hub payment ids (unique forever) and approval codes."""
+
+    def payment_id(self) -> str: ...
+
+    def approval_code(self) -> str: ...

@@ -1,0 +1,307 @@
+"""The transaction pipeline: inquiry, payment (with repeats), reversal.
+
+Exactly once, in this order, for a payment (LINK-SPEC 6.3):
+
+1. under the key's lock, the payment is inserted in the journal *before* any
+   biller is asked (state ``POSTING``); a key already there is a repeat and is
+   answered from the journal (`94` if its content differs);
+2. the biller is asked to post, with the hub payment id as idempotency key,
+   within the biller's budget and concurrency bound;
+3. the outcome is committed (``APPROVED`` with approval code and receipt,
+   ``DECLINED`` with its code, or ``UNCERTAIN`` with a resolver task in the same
+   commit) and only then is the answer returned for the wire.
+
+A crash between 1 and 3 leaves ``POSTING``: recovery turns it into
+``UNCERTAIN`` and the resolver makes sure the biller keeps nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from billhub.errors import BillerError, BillerRejected, JournalError
+from billhub.iso8583.message import Message
+from billhub.iso8583.spec import LinkRules
+from billhub.link.observer import LinkInfo
+from billhub.link.responses import make_response
+from billhub.pipeline import decisions as d
+from billhub.pipeline.keylocks import KeyLocks
+from billhub.pipeline.model import (
+    AccountBills,
+    PaymentKey,
+    PaymentOrder,
+    PaymentRecord,
+    PaymentState,
+    ResolverTask,
+    ReversalRecord,
+    TaskKind,
+)
+from billhub.pipeline.ports import Clock, IdSource, Journal
+from billhub.pipeline.routes import BillerRoute
+
+_NAMES_CACHE = 50_000
+
+
+@dataclass
+class PipelineCounters:
+    """What happened, for metrics and the demo: counts only, never identifiers."""
+
+    repeats: int = 0
+    duplicates: int = 0
+    uncertain: int = 0
+    journal_errors: int = 0
+
+
+class Pipeline:
+    """The financial request handler: 0200 (inquiry, payment) and 0420/0421."""
+
+    reason = "handled"
+
+    def __init__(
+        self,
+        rules: LinkRules,
+        journal: Journal,
+        routes: dict[str, BillerRoute],
+        clock: Clock,
+        ids: IdSource,
+        *,
+        settlement_date: Callable[[str], date | None],
+        business_day: Callable[[], date | None],
+        is_closed: Callable[[date], bool] = lambda _: False,
+        wake_resolver: Callable[[], None] = lambda: None,
+        quiet_period: float = 60.0,
+    ) -> None:
+        self.rules = rules
+        self.journal = journal
+        self.routes = routes
+        self.clock = clock
+        self.ids = ids
+        self.settlement_date = settlement_date
+        self.business_day = business_day
+        self.is_closed = is_closed
+        self.wake_resolver = wake_resolver
+        self.quiet_period = quiet_period
+        self.locks = KeyLocks()
+        self.counters = PipelineCounters()
+        self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    async def handle(self, request: Message, link: LinkInfo) -> Message:
+        cls = request.mti[:2]
+        if cls == "02":
+            if request.fields.get(3) == "310000":
+                return await self.inquiry(request)
+            return await self.payment(request)
+        if cls == "04":
+            return await self.reversal(request)
+        return make_response(self.rules, request, d.MALFUNCTION)
+
+    # -- inquiry ----------------------------------------------------------------------
+
+    async def inquiry(self, request: Message) -> Message:
+        code = d.check_inquiry(request)
+        route = self.routes.get(request.fields.get(100, ""))
+        if code is None and route is None:
+            code = d.UNKNOWN_BILLER
+        if code is not None or route is None:
+            return d.decline(self.rules, request, code or d.UNKNOWN_BILLER)
+        account = request.fields[102]
+        try:
+            async with asyncio.timeout(route.budget), route.slots:
+                bills = await route.biller.open_bills(account)
+        except BillerRejected as exc:
+            return d.decline(self.rules, request, d.refusal_code(exc))
+        except (BillerError, TimeoutError):
+            return d.decline(self.rules, request, d.UNAVAILABLE)
+        self._remember_name(route.code, account, bills)
+        return d.inquiry_answer(self.rules, request, bills)
+
+    def _remember_name(self, biller: str, account: str, bills: AccountBills) -> None:
+        names = self._names
+        names[(biller, account)] = bills.customer_name
+        names.move_to_end((biller, account))
+        if len(names) > _NAMES_CACHE:
+            names.popitem(last=False)
+
+    # -- payment -------------------------------------------------------------------------
+
+    async def payment(self, request: Message) -> Message:
+        started = self.clock.monotonic()
+        key = d.payment_key(request)
+        bill_id, bill_error = d.bill_id_of(request)
+        async with self.locks.hold(key):
+            now = self.clock.now()
+            code = d.check_payment(request, bill_error)
+            route = self.routes.get(request.fields.get(100, ""))
+            if code is None and route is None:
+                code = d.UNKNOWN_BILLER
+            sdate = self.settlement_date(key.settlement_mmdd)
+            if code is None and sdate is None:
+                code = d.FORMAT_ERROR
+            if code is None and sdate is not None and self.is_closed(sdate):
+                code = d.CUTOFF
+            record = PaymentRecord(
+                payment_id=self.ids.payment_id(),
+                key=key,
+                settlement_date=sdate or now.date(),
+                biller=request.fields.get(100, ""),
+                account=request.fields.get(102, ""),
+                bill_id=bill_id,
+                amount=int(request.fields.get(4, "0")),
+                currency=request.fields.get(49, ""),
+                channel=request.fields.get(18, ""),
+                forwarder=request.fields.get(33, ""),
+                content=d.content_of(request, bill_id),
+                received_at=now,
+            )
+            if code is not None:
+                record.state, record.response_code, record.answered_at = (
+                    PaymentState.DECLINED,
+                    code,
+                    now,
+                )
+            try:
+                stored, created = await self.journal.insert_payment(record)
+            except JournalError:
+                self.counters.journal_errors += 1
+                return d.decline(self.rules, request, d.MALFUNCTION)
+            if not created:
+                return self._repeat(request, stored, record.content)
+            if stored.state is not PaymentState.POSTING or route is None:
+                return d.payment_answer(self.rules, request, stored)
+            remaining = route.budget - (self.clock.monotonic() - started)
+            return await self._post(request, route, stored, remaining)
+
+    def _repeat(self, request: Message, stored: PaymentRecord, content: str) -> Message:
+        if stored.content != content:
+            self.counters.duplicates += 1
+            return d.decline(self.rules, request, d.DUPLICATE)
+        self.counters.repeats += 1
+        if stored.state is PaymentState.POSTING:  # its outcome was never recorded
+            return d.decline(self.rules, request, d.UNAVAILABLE)
+        return d.payment_answer(self.rules, request, stored)
+
+    async def _post(
+        self, request: Message, route: BillerRoute, record: PaymentRecord, budget: float
+    ) -> Message:
+        order = PaymentOrder(
+            payment_id=record.payment_id,
+            account=record.account,
+            bill_id=record.bill_id,
+            amount=record.amount,
+            settlement_date=record.settlement_date,
+            acquirer=record.key.acquirer,
+            rrn=record.key.rrn.strip(),
+            channel=record.channel,
+            paid_at=record.received_at,
+        )
+        asked = False
+        task: ResolverTask | None = None
+        try:
+            async with asyncio.timeout(max(budget, 0.0)):
+                async with route.slots:
+                    asked = True
+                    receipt = await route.biller.post_payment(order)
+        except BillerRejected as exc:
+            self._finish(record, PaymentState.DECLINED, d.refusal_code(exc))
+        except (BillerError, TimeoutError, OSError, ValueError) as exc:
+            if not asked and isinstance(exc, TimeoutError):
+                # Over budget while queued for the biller: it was never asked.
+                self._finish(record, PaymentState.DECLINED, d.UNAVAILABLE)
+            else:
+                self._finish(record, PaymentState.UNCERTAIN, d.UNAVAILABLE)
+                task = self._resolve_task(record)
+        else:
+            record.approval_code = self.ids.approval_code()
+            record.receipt = receipt
+            record.customer_name = self._names.get((route.code, record.account))
+            record.answer_de48 = d.approved_de48(receipt, record.customer_name)
+            self._finish(record, PaymentState.APPROVED, d.APPROVED)
+        try:
+            await self.journal.finish_payment(record, task=task)
+        except JournalError:
+            # Not recorded: the row stays POSTING and recovery resolves it with the biller.
+            self.counters.journal_errors += 1
+            return d.decline(self.rules, request, d.MALFUNCTION)
+        if task is not None:
+            self.counters.uncertain += 1
+            self.wake_resolver()
+        return d.payment_answer(self.rules, request, record)
+
+    def _finish(self, record: PaymentRecord, state: PaymentState, code: str) -> None:
+        record.state = state
+        record.response_code = code
+        record.answered_at = self.clock.now()
+
+    def _resolve_task(self, record: PaymentRecord) -> ResolverTask:
+        now = self.clock.now()
+        return ResolverTask(
+            task_id=0,
+            kind=TaskKind.RESOLVE,
+            payment_id=record.payment_id,
+            biller=record.biller,
+            attempts=0,
+            next_at=now,
+            created_at=now,
+            not_before_final=now + timedelta(seconds=self.quiet_period),
+        )
+
+    # -- reversal ---------------------------------------------------------------------------
+
+    async def reversal(self, request: Message) -> Message:
+        key = d.payment_key(request)
+        amount = int(request.fields.get(4, "0"))
+        if request.fields.get(49) != d.CURRENCY:
+            return d.decline(self.rules, request, d.FORMAT_ERROR)
+        async with self.locks.hold(key):
+            try:
+                return await self._reverse(request, key, amount)
+            except JournalError:
+                self.counters.journal_errors += 1
+                return d.decline(self.rules, request, d.MALFUNCTION)
+
+    async def _reverse(self, request: Message, key: PaymentKey, amount: int) -> Message:
+        previous = await self.journal.get_reversal(key)
+        if previous is not None:  # a repeat: the first answer stands, nothing more changes
+            self.counters.repeats += 1
+            return d.decline(self.rules, request, previous.response_code)
+        now = self.clock.now()
+        sdate = self.settlement_date(key.settlement_mmdd) or now.date()
+        payment = await self.journal.get_payment(key)
+        reversal = ReversalRecord(
+            key=key,
+            settlement_date=sdate,
+            biller=payment.biller if payment else request.fields.get(100, ""),
+            amount=amount,
+            received_at=now,
+            response_code=d.NO_ORIGINAL,
+            payment_id=payment.payment_id if payment else None,
+            booked_on=self.business_day() or sdate,
+        )
+        if payment is None or payment.state is not PaymentState.APPROVED:
+            # Never approved: 25, and remembered so that a late original is declined too.
+            await self.journal.insert_reversal(reversal)
+            return d.decline(self.rules, request, d.NO_ORIGINAL)
+        if payment.amount != amount:
+            return d.decline(self.rules, request, d.INVALID_AMOUNT)  # full reversals only
+        route = self.routes.get(payment.biller)
+        task = None
+        reversal.response_code = d.APPROVED
+        if route is not None and route.online:
+            reversal.cancel_state = "pending"
+            task = ResolverTask(0, TaskKind.CANCEL, payment.payment_id, payment.biller, 0, now, now)
+        else:
+            reversal.cancel_state = "in_file"
+        await self.journal.insert_reversal(reversal, task=task)
+        if task is not None:
+            self.wake_resolver()
+        elif route is not None:
+            # The hub's own store: reopen the bills at once. Should that fail, the
+            # store is rebuilt from the journal (reversed payments left out) at restart.
+            with contextlib.suppress(BillerError):
+                await route.biller.cancel_payment(payment.payment_id)
+        return d.decline(self.rules, request, d.APPROVED)
