@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def hub_config_text(pki: Any, **link: Any) -> str:
         "[admin]",
         'host = "127.0.0.1"',
         "port = 0",
+        "[journal]",
+        f'path = "{Path(tempfile.mkdtemp(prefix="billhub-test-")) / "journal.db"}"',
     ]
     return "\n".join(lines).replace("'", '"') + "\n"
 

@@ -42,6 +42,8 @@ allowed_subjects = ["switch-1"]
 [admin]
 host = "127.0.0.1"
 port = 0
+[journal]
+path = "{tmp / "journal.db"}"
 [log]
 format = "json"
 level = "info"
@@ -120,7 +122,7 @@ def test_serve_answers_the_switch_masks_accounts_and_stops_on_sigterm(tmp_path: 
         assert [(a["mti"], a["code"]) for a in answers] == [("0810", "00"), ("0810", "00")]
         inq = run(*base, "inquiry", "--biller", "100001", "--account", "0100987654")
         assert inq.returncode == 0, inq.stderr
-        assert json.loads(inq.stdout.splitlines()[-1])["code"] == "96"
+        assert json.loads(inq.stdout.splitlines()[-1])["code"] == "92", "no biller configured"
     finally:
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=20)
@@ -129,7 +131,7 @@ def test_serve_answers_the_switch_masks_accounts_and_stops_on_sigterm(tmp_path: 
     names = [e["event"] for e in events]
     assert "shutting_down" in names and names[-1] == "stopped"
     msgs = [e for e in events if e["event"] == "message" and e.get("processing_code") == "310000"]
-    assert msgs and msgs[0]["account"] == "01****7654" and msgs[0]["reason"] == "not_routed"
+    assert msgs and msgs[0]["account"] == "01****7654" and msgs[0]["response_code"] == "92"
     assert "0100987654" not in stdout + stderr, "a full account number reached the log"
     assert "Traceback" not in stderr
 

@@ -276,13 +276,11 @@ async def test_unknown_processing_code_is_answered_12(hub: RunningHub) -> None:
     await link.close()
 
 
-async def test_signed_on_financial_request_is_answered_96_until_routing_exists(
-    hub: RunningHub,
-) -> None:
+async def test_signed_on_request_for_an_unconfigured_biller_is_92(hub: RunningHub) -> None:
     link = await hub.connect()
     resp = await link.request(m.inquiry("100001", "0100123456", "000000000011"))
-    assert (resp.mti, resp.fields[39]) == ("0210", "96")
-    assert ("0200", "0210", "96", "not_routed") in hub.recorder.exchanges
+    assert (resp.mti, resp.fields[39]) == ("0210", "92")
+    assert ("0200", "0210", "92", "handled") in hub.recorder.exchanges
     await link.close()
 
 

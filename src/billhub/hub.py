@@ -7,27 +7,82 @@ benchmarks start exactly the hub that ``billhub serve`` starts.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from billhub.config import Config
+from billhub.config import BillerConfig, Config
+from billhub.connectors.batch import BatchConnector, LoadResult
+from billhub.connectors.rest import RestConnector
+from billhub.errors import ConfigError
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
+from billhub.journal.sqlite import SqliteJournal
 from billhub.link.core import Timers
 from billhub.link.observer import LinkObserver
 from billhub.observability.admin import AdminServer
 from billhub.observability.logs import LogObserver, get_logger
-from billhub.pipeline.ports import RequestHandler
-from billhub.pipeline.unrouted import UnroutedHandler
-from billhub.settlement.calendar import BusinessDay
+from billhub.pipeline.ports import Biller, RequestHandler
+from billhub.pipeline.resolver import Resolver
+from billhub.pipeline.routes import BillerRoute
+from billhub.pipeline.service import Pipeline
+from billhub.settlement.calendar import BusinessDay, resolve_mmdd
 from billhub.settlement.dispatch import HubDispatcher
 from billhub.transport.server import HubServer, ServerLimits
 from billhub.transport.tls import AllowList, server_context
 
+_ALNUM = string.ascii_uppercase + string.digits
+
 
 def utc_today() -> date:
     return datetime.now(UTC).date()
+
+
+class SystemClock:
+    """The real clock: UTC wall time for records, the monotonic clock for budgets."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class RandomIds:
+    """Payment ids that are unique forever (time + 48 random bits) and approval codes."""
+
+    def payment_id(self) -> str:
+        return f"P{datetime.now(UTC):%Y%m%d%H%M%S}{secrets.token_hex(6)}"
+
+    def approval_code(self) -> str:
+        return "".join(secrets.choice(_ALNUM) for _ in range(6))
+
+
+def settlement_date(mmdd: str) -> date | None:
+    """DE 15's date, its year nearest today (LINK-SPEC 3); None if no nearby year has it."""
+    try:
+        return resolve_mmdd(mmdd, utc_today())
+    except ValueError:
+        return None
+
+
+def _connector(b: BillerConfig, state_dir: Path, auth_failed: Any) -> Biller:
+    if b.kind == "rest" and b.rest is not None:
+        return RestConnector(
+            b.code,
+            b.rest,
+            max_concurrency=b.max_concurrency,
+            call_timeout=b.budget_s,
+            on_auth_failure=auth_failed,
+        )
+    if b.kind == "batch" and b.batch is not None:
+        return BatchConnector(b.code, b.batch, state_dir, today=utc_today)
+    raise ConfigError(f"billers[{b.code}].kind", f"the {b.kind} connector is not available yet")
 
 
 @dataclass
@@ -37,17 +92,77 @@ class Hub:
     config: Config
     codec: Codec
     server: HubServer
-
+    journal: SqliteJournal | None = None
+    pipeline: Pipeline | None = None
+    resolver: Resolver | None = None
+    day: BusinessDay = field(default_factory=BusinessDay)
+    billers: dict[str, Biller] = field(default_factory=dict)
     admin: AdminServer | None = None
     admin_port: int | None = None
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> int:
-        """Listen on the link port, and on the admin port when enabled; returns the link port."""
+        """Open the journal, recover, start billers and the resolver, then listen.
+
+        Returns the link port. Payments left half-way by a crash become uncertain
+        and go to the resolver before the first new request is read.
+        """
+        log = get_logger("billhub")
+        if self.journal is not None:
+            await self.journal.open()
+            clock = SystemClock()
+            now = clock.now()
+            quiet = timedelta(seconds=self.config.resolver.quiet_period_s)
+            recovered = await self.journal.recover(now, now + quiet)
+            if recovered:
+                log.warning("recovered_uncertain_payments", count=len(recovered))
+            for biller in self.billers.values():
+                if isinstance(biller, BatchConnector):
+                    await biller.start(self.journal)
+            await self.load_bills_files()
+        if self.resolver is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.resolver.run()))
+        if any(isinstance(b, BatchConnector) for b in self.billers.values()):
+            self._tasks.append(asyncio.get_running_loop().create_task(self._poll_inboxes()))
         port = await self.server.start(self.config.link.host, self.config.link.port)
         if self.config.admin.enabled:
             self.admin = AdminServer(self.readiness)
             self.admin_port = await self.admin.start(self.config.admin.host, self.config.admin.port)
         return port
+
+    async def load_bills_files(self) -> list[LoadResult]:
+        """Load whatever bills files wait in the batch billers' inboxes."""
+        log = get_logger("billhub.batch")
+        results: list[LoadResult] = []
+        for biller in self.billers.values():
+            if isinstance(biller, BatchConnector):
+                for r in await biller.load_inbox():
+                    log.info("bills_file", biller=biller.code, **_fields(r))
+                    results.append(r)
+        return results
+
+    async def _poll_inboxes(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load_bills_files()
+            except Exception as exc:  # keep polling; the reason is logged
+                get_logger("billhub.batch").error("bills_file_poll_failed", error=str(exc))
+
+    async def write_payments_files(self, closed: list[date]) -> list[Path]:
+        """At cutover: each batch biller's payments file for each closed date."""
+        out: list[Path] = []
+        if self.journal is None:
+            return out
+        for biller in self.billers.values():
+            if isinstance(biller, BatchConnector):
+                for d in closed:
+                    path = await biller.write_payments_file(d, self.journal)
+                    get_logger("billhub.batch").info(
+                        "payments_file", biller=biller.code, date=d.isoformat(), path=str(path)
+                    )
+                    out.append(path)
+        return out
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready when at least one link is signed on: a hub no switch reaches earns nothing."""
@@ -58,8 +173,29 @@ class Hub:
 
     async def stop(self, grace: float) -> None:
         await self.server.shutdown(grace)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.resolver is not None:
+            await self.resolver.stop()
+        for biller in self.billers.values():
+            await biller.close()
+        if self.journal is not None:
+            await self.journal.close()
         if self.admin is not None:
             await self.admin.stop()
+
+
+def _fields(r: LoadResult) -> dict[str, Any]:
+    """A bills-file load result as log fields (names and counts, never row data)."""
+    return {
+        "file": r.name,
+        "outcome": r.outcome.value,
+        "rows": r.rows,
+        "conflicts": list(r.conflicts),
+        "row": r.row,
+        "reason": r.reason,
+    }
 
 
 def build_hub(
@@ -71,12 +207,55 @@ def build_hub(
     """Everything ``billhub serve`` runs, from a validated configuration."""
     spec = load_spec(config.link.spec_file)
     codec = Codec(spec)
-    handler = HubDispatcher(
-        spec.rules,
-        financial or UnroutedHandler(spec.rules),
-        BusinessDay(),
-        utc_today,
-    )
+    day = BusinessDay()
+    journal: SqliteJournal | None = None
+    pipeline: Pipeline | None = None
+    resolver: Resolver | None = None
+    billers: dict[str, Biller] = {}
+    log = get_logger("billhub")
+
+    def auth_failed(code: str) -> None:
+        log.error("biller_unauthorized", biller=code, hint="check the biller's token")
+
+    if financial is None:
+        if config.journal.kind != "sqlite" or config.journal.path is None:
+            raise ConfigError("journal.kind", "the PostgreSQL journal is not available yet")
+        journal = SqliteJournal(config.journal.path)
+        state_dir = config.journal.path.parent
+        routes: dict[str, BillerRoute] = {}
+        for b in config.billers:
+            conn = _connector(b, state_dir, auth_failed)
+            billers[b.code] = conn
+            routes[b.code] = BillerRoute(b.code, b.name, conn, b.budget_s, b.max_concurrency)
+        clock = SystemClock()
+        rc = config.resolver
+        resolver = Resolver(
+            journal,
+            billers,
+            clock,
+            call_timeout=rc.call_timeout_s,
+            backoff_base=rc.backoff_base_s,
+            backoff_max=rc.backoff_max_s,
+            poll_interval=rc.poll_interval_s,
+        )
+        pipeline = Pipeline(
+            spec.rules,
+            journal,
+            routes,
+            clock,
+            RandomIds(),
+            settlement_date=settlement_date,
+            business_day=lambda: day.current,
+            wake_resolver=resolver.wake,
+            quiet_period=rc.quiet_period_s,
+        )
+        financial = pipeline
+    hub_ref: list[Hub] = []
+
+    async def on_cutover(closed: list[date]) -> None:
+        await hub_ref[0].write_payments_files(closed)
+
+    handler = HubDispatcher(spec.rules, financial, day, utc_today, on_cutover=on_cutover)
     lc = config.link
     server = HubServer(
         codec,
@@ -102,7 +281,9 @@ def build_hub(
             max_in_flight=lc.max_in_flight,
         ),
     )
-    return Hub(config, codec, server)
+    hub = Hub(config, codec, server, journal, pipeline, resolver, day, billers)
+    hub_ref.append(hub)
+    return hub
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
@@ -116,6 +297,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         port=port,
         admin_port=hub.admin_port,
         spec=hub.codec.spec.name,
+        billers=sorted(hub.billers),
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

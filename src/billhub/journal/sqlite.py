@@ -76,12 +76,16 @@ class SqliteJournal:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open_sync)
+        # Only an open journal takes writes: after a failed open, _submit refuses them
+        # (JournalError) instead of queueing them for a writer that never runs.
+        self._loop = loop
         self._wake = asyncio.Event()
-        await self._loop.run_in_executor(self._executor, self._open_sync)
         self._writer = self._loop.create_task(self._write_loop(), name="journal-writer")
 
     def _open_sync(self) -> None:
+        conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -96,6 +100,8 @@ class SqliteJournal:
             ).fetchone()
             self._seq = int(row[0] or 0)
         except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
         self._conn = conn
 
@@ -123,7 +129,8 @@ class SqliteJournal:
                 raise
 
     def schema_version(self) -> int:
-        assert self._conn is not None
+        if self._conn is None:
+            raise JournalError("journal is not open")
         row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
 
@@ -193,7 +200,7 @@ class SqliteJournal:
                 try:
                     out.append((True, op(conn)))
                     conn.execute("RELEASE op")
-                except (sqlite3.Error, JournalError, ValueError) as exc:
+                except Exception as exc:  # any failure of one op fails that op alone
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     out.append((False, JournalError(str(exc))))

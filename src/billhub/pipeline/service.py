@@ -60,8 +60,6 @@ class PipelineCounters:
 class Pipeline:
     """The financial request handler: 0200 (inquiry, payment) and 0420/0421."""
 
-    reason = "handled"
-
     def __init__(
         self,
         rules: LinkRules,

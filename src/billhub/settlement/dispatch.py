@@ -6,8 +6,8 @@ pipeline's; this is the one place that tells them apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
@@ -26,16 +26,34 @@ class HubDispatcher:
         financial: RequestHandler,
         day: BusinessDay,
         today: Callable[[], date],
+        *,
+        on_cutover: Callable[[list[date]], Awaitable[None]] | None = None,
     ) -> None:
         self.rules = rules
         self.financial = financial
         self.day = day
         self.today = today
-        # What the shell logs for answers from here: the financial handler's word.
-        self.reason: str = getattr(financial, "reason", "handled")
+        self.on_cutover = on_cutover
 
     async def handle(self, request: Message, link: LinkInfo) -> Message:
         if request.mti == "0800":
+            before = self.day.current
             outcome = self.day.cutover(request.fields[15], self.today())
+            if outcome.new_date is not None and self.on_cutover is not None:
+                await self.on_cutover(closed_dates(before, outcome.new_date))
             return make_response(self.rules, request, outcome.code)
         return await self.financial.handle(request, link)
+
+
+def closed_dates(previous: date | None, new: date) -> list[date]:
+    """The settlement dates a cutover to ``new`` closes: the open day(s) before it.
+
+    With no earlier cutover known, the day before ``new`` is the one closed.
+    """
+    start = previous if previous is not None else new - timedelta(days=1)
+    out = []
+    d = start
+    while d < new:
+        out.append(d)
+        d += timedelta(days=1)
+    return out

@@ -67,8 +67,6 @@ class LinkProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.codec = codec
         self.handler = handler
-        # A handler may name what its answers mean for the logs (e.g. "not_routed").
-        self._reason: str = getattr(handler, "reason", "handled")
         self.observer = observer
         self.max_in_flight = max_in_flight
         self.link = Link(
@@ -242,7 +240,7 @@ class LinkProtocol(asyncio.Protocol):
         except Exception as exc:  # the handler broke its contract: answer, never crash
             self.observer.handler_failed(self.info, request, exc)
             response = make_response(self.link.rules, request, "96")
-        self._respond(request, response, received_at, self._reason)
+        self._respond(request, response, received_at, "handled")
 
     def _respond(
         self, request: Message, response: Message, received_at: float, reason: str
