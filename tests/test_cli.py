@@ -176,9 +176,22 @@ def test_field_table_is_generated_from_the_spec_file() -> None:
 
 def test_demo_runs_on_a_fresh_folder(tmp_path: Path) -> None:
     out = run("demo", "--dir", str(tmp_path / "demo"), timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"sign-on\s+0800\s+0810\s+00", out.stdout)
-    assert re.search(r"inquiry before sign-on\s+0200\s+0210\s+91", out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert re.search(r"sign-on\s+0800\s+0810\s+00", text)
+    assert re.search(r"repeat of that payment \(0201\)\s+0201\s+0210\s+00 .*\(same answer\)", text)
+    assert re.search(r"reversal of that payment \(0420\)\s+0420\s+0430\s+00 .*'cancelled'", text)
+    assert re.search(r"payment, biller times out\s+0200\s+0210\s+91", text)
+    assert re.search(
+        r"resolver: the timed-out payment\s+cancelled; biller now says 'cancelled'", text
+    )
+    assert re.search(r"cutover to \d{4}\s+0800\s+0810\s+00", text)
+    files = list((tmp_path / "demo" / "rural-damascus" / "outbox").glob("payments-100002-*.csv"))
+    assert len(files) == 1
+    trailer = files[0].read_text("utf-8").splitlines()[-1].split(",")
+    rows = files[0].read_text("utf-8").splitlines()[1:-1]
+    assert trailer[0] == "TOTAL" and int(trailer[1]) == len(rows) == 1
+    assert int(trailer[2]) == sum(int(r.split(",")[4]) for r in rows)
     assert "Traceback" not in out.stderr
 
 

@@ -1,25 +1,37 @@
-"""``billhub demo``: a hub and a simulated switch on loopback, and what they said.
+"""``billhub demo``: a hub, two demo billers and a simulated switch on loopback.
 
-No set-up: development certificates and a configuration are made in the
-working folder on first run, the hub listens on a free loopback port with its
-logs in ``hub.log`` there, and the switch runs a short script over mutual TLS.
+No set-up: development certificates, the Damascus REST biller, the Rural
+Damascus bills file and a configuration are made in the working folder; the
+hub runs on SQLite with its logs in ``hub.log`` there; the switch signs on and
+runs a short business day over mutual TLS, and the table of what happened is
+printed at the end with where the journal and the payments file are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from billhub.config import Config, load_config
 from billhub.hub import build_hub
+from billhub.iso8583.de48 import parse_bills, parse_tlv
 from billhub.iso8583.message import Message
+from billhub.money import Amount
 from billhub.observability.logs import configure
+from billhub.pipeline.decisions import payment_key
 from billhub.simulator import messages as m
-from billhub.simulator.cli import describe
+from billhub.simulator.demo_data import DemoAccount, generate_accounts, write_bills_file
+from billhub.simulator.rest_biller import Faults, RestBiller
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.certs import init_dev_certs
 from billhub.transport.tls import client_context
+
+DAMASCUS, RURAL = "100001", "100002"
+TOKEN = "demo-token-not-a-secret"  # noqa: S105 - the demo biller's, made up
 
 CONFIG = """\
 # Written by `billhub demo`: a hub on loopback with development certificates.
@@ -27,7 +39,6 @@ CONFIG = """\
 host = "127.0.0.1"
 port = 0
 idle_interval_s = 1.0      # short, so that the hub's own echo test shows in the demo
-echo_timeout_s = 2.0
 
 [tls]
 cert_file = "certs/hub.crt"
@@ -42,60 +53,178 @@ port = 0
 [log]
 format = "json"
 level = "debug"
+
+[journal]
+path = "journal.db"
+
+[resolver]
+quiet_period_s = 1.0       # short for the demo; production waits longer for late postings
+backoff_base_s = 0.1
+poll_interval_s = 0.1
+
+[[billers]]
+code = "{damascus}"
+name = "Damascus Electricity"
+kind = "rest"
+budget_s = 1.0
+rest = {{ base_url = "http://127.0.0.1:{port}", token = "{token}" }}
+
+[[billers]]
+code = "{rural}"
+name = "Rural Damascus Electricity"
+kind = "batch"
+budget_s = 1.0
+batch = {{ inbox = "rural-damascus/inbox", outbox = "rural-damascus/outbox" }}
 """
 
 
+@dataclass
+class Row:
+    step: str
+    request: str
+    answer: str
+    code: str
+    detail: str
+
+
+def _syp(minor: int) -> str:
+    return f"{Amount(minor).format()} SYP"
+
+
+def _pick(accounts: list[DemoAccount], n: int) -> list[DemoAccount]:
+    ok = [a for a in accounts if a.status == "active" and a.total_due > 0 and len(a.bills) <= 12]
+    return [a for a in ok if not a.partial_allowed][:n]
+
+
 def run_demo(workdir: Path) -> int:
-    """Prepare the working folder (certificates, configuration), then run the script."""
+    """Prepare the working folder, then run the script; returns the exit code."""
     workdir.mkdir(parents=True, exist_ok=True)
     certs = workdir / "certs"
     if not (certs / "hub.crt").exists():
         init_dev_certs(certs, force=True)
-    cfg_path = workdir / "billhub.toml"
-    cfg_path.write_text(CONFIG, "utf-8")
-    config = load_config(cfg_path)
+    for stale in ("journal.db", "journal.db-wal", "journal.db-shm", "batch-100002.db"):
+        (workdir / stale).unlink(missing_ok=True)
+    shutil.rmtree(workdir / "rural-damascus", ignore_errors=True)
+    inbox = workdir / "rural-damascus" / "inbox"
+    (workdir / "rural-damascus" / "outbox").mkdir(parents=True)
+    inbox.mkdir(parents=True)
+    today = datetime.now(UTC).date()
+    write_bills_file(inbox, RURAL, generate_accounts("02", 200, 2, today=today), day=today)
     log_path = workdir / "hub.log"
     with log_path.open("w", encoding="utf-8") as log_file:
         configure("json", "debug", log_file)
-        return asyncio.run(_script(config, certs, cfg_path, log_path))
+        return asyncio.run(_script(workdir, certs, log_path))
 
 
-async def _script(config: Config, certs: Path, cfg_path: Path, log_path: Path) -> int:
+async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
+    today = datetime.now(UTC).date()
+    damascus_accounts = generate_accounts("01", 200, 1, today=today)
+    rural_accounts = generate_accounts("02", 200, 2, today=today)
+    biller = RestBiller(damascus_accounts, TOKEN)
+    biller_port = await biller.start()
+    cfg_path = workdir / "billhub.toml"
+    cfg_path.write_text(
+        CONFIG.format(damascus=DAMASCUS, rural=RURAL, port=biller_port, token=TOKEN), "utf-8"
+    )
+    config: Config = load_config(cfg_path)
     hub = build_hub(config)
     port = await hub.start()
-    rows: list[tuple[str, Message | None, Message]] = []
+    rows: list[Row] = []
     ctx = client_context(certs / "switch.crt", certs / "switch.key", certs / "hub-ca.crt")
     link = await SwitchLink.connect("127.0.0.1", port, ctx, hub.codec)
+    rrn = iter(range(1, 1000))
+    mmdd = today.strftime("%m%d")
 
-    async def step(label: str, req: Message | None, coro: asyncio.Future[Message]) -> None:
-        rows.append((label, req, await coro))
+    def next_rrn() -> str:
+        return f"{next(rrn):012d}"
 
-    before = m.inquiry("100001", "0100123456", "000000000001")
-    await step("inquiry before sign-on", before, link.send(before))
-    await step("sign-on", None, link.send(link.link.network_request("001")))
-    await step("echo test (switch → hub)", None, link.send(link.link.network_request("301")))
-    inq = m.inquiry("100001", "0100123456", "000000000002")
-    await step("bill inquiry (no biller wired yet)", inq, link.send(inq))
-    await asyncio.sleep(1.5)  # idle: the hub sends its own echo test, the switch answers
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%m%d")
-    await step(
-        f"cutover to {tomorrow}", None, link.send(link.link.network_request("201", tomorrow))
+    async def step(
+        label: str, req: Message, detail: str | Callable[[Message], str] = ""
+    ) -> Message:
+        resp = await link.request(req)
+        code = resp.fields.get(39, "--")
+        rows.append(
+            Row(label, req.mti, resp.mti, code, detail(resp) if callable(detail) else detail)
+        )
+        return resp
+
+    def due(resp: Message) -> str:
+        if resp.fields.get(39) != "00":
+            return ""
+        tags = parse_tlv(resp.fields.get(48, ""))
+        n = len(parse_bills(tags.get("BL", "")))
+        return f"{tags.get('CN', '')}: {n} bill(s), {_syp(int(resp.fields[4]))} due"
+
+    def receipt(resp: Message) -> str:
+        tags = parse_tlv(resp.fields.get(48, ""))
+        return f"receipt {tags['RN']}, approval {resp.fields.get(38)}" if "RN" in tags else ""
+
+    a, b, c, t = _pick(damascus_accounts, 4)
+    (r,) = _pick(rural_accounts, 1)
+    await step("sign-on", link.link.network_request("001"))
+    await step("inquiry, Damascus (REST)", m.inquiry(DAMASCUS, a.account, next_rrn()), due)
+    pay = m.payment(DAMASCUS, a.account, next_rrn(), a.total_due, mmdd)
+    first = await step(f"payment {_syp(a.total_due)}", pay, receipt)
+    again = await step("repeat of that payment (0201)", m.repeat(pay), receipt)
+    same = (again.fields.get(38), again.fields.get(48)) == (
+        first.fields.get(38),
+        first.fields.get(48),
     )
-    await step("sign-off", None, link.send(link.link.network_request("002")))
-    hub_echoes = link.echoes_answered
+    rows[-1].detail += "  (same answer)" if same else "  (DIFFERENT ANSWER)"
+    await step("inquiry, Rural Damascus (batch)", m.inquiry(RURAL, r.account, next_rrn()), due)
+    await step(
+        f"payment {_syp(r.total_due)}",
+        m.payment(RURAL, r.account, next_rrn(), r.total_due, mmdd),
+        receipt,
+    )
+    pay_b = m.payment(DAMASCUS, b.account, next_rrn(), b.total_due, mmdd)
+    await step(f"payment {_syp(b.total_due)}", pay_b, receipt)
+    await step("reversal of that payment (0420)", m.reversal(pay_b))
+    reversal_row = rows[-1]
+    await step(
+        "amount too high", m.payment(DAMASCUS, c.account, next_rrn(), c.total_due + 100, mmdd)
+    )
+    biller.set_faults(Faults(post_delay_ms=1500))
+    pay_t = m.payment(DAMASCUS, t.account, next_rrn(), t.total_due, mmdd)
+    await step("payment, biller times out", pay_t, "posted after the 1 s budget")
+    biller.set_faults(Faults())
+    assert hub.resolver is not None and hub.journal is not None
+    await hub.resolver.run_until_idle(20)
+    rec = await hub.journal.get_payment_by_id(
+        next(p.payment_id for p in await hub.journal.payments() if p.response_code == "91")
+    )
+    held = {e["payment_id"]: e["status"] for e in biller.ledger_snapshot()}
+    reversed_rec = await hub.journal.get_payment(payment_key(pay_b))
+    if reversed_rec is not None:
+        reversal_row.detail = f"the biller now says '{held.get(reversed_rec.payment_id)}'"
+    rows.append(
+        Row(
+            "resolver: the timed-out payment",
+            "",
+            "",
+            "",
+            f"{rec.resolution.value if rec and rec.resolution else '?'}; biller now says "
+            f"'{held.get(rec.payment_id, 'unknown') if rec else '?'}'",
+        )
+    )
+    tomorrow = (today + timedelta(days=1)).strftime("%m%d")
+    await step(f"cutover to {tomorrow}", link.link.network_request("201", tomorrow))
+    await step("sign-off", link.link.network_request("002"))
     await link.close()
     await hub.stop(2.0)
+    await biller.stop()
 
-    print(f"billhub demo: hub on 127.0.0.1:{port}, switch over mutual TLS (TLS 1.2+)\n")
-    print(f"  {'step':<36} {'request':<8} {'answer':<7} {'code':<5}")
-    for label, req, resp in rows:
-        mti = req.mti if req is not None else "0800"
-        d = describe(resp)
-        print(f"  {label:<36} {mti:<8} {resp.mti:<7} {d['code'] or '':<5}")
-    print(
-        f"\n  echo tests sent by the hub on the idle link and answered by the switch: {hub_echoes}"
-    )
-    print("  codes: 00 approved, 91 not signed on, 96 not routed (billers come with issue 3)")
-    print(f"\n  hub log (JSON lines, accounts masked): {log_path}")
-    print(f"  configuration: {cfg_path}   certificates: {certs}")
-    return 0
+    payments_file = workdir / "rural-damascus" / "outbox" / f"payments-{RURAL}-{today:%Y%m%d}.csv"
+    print(f"billhub demo: hub on 127.0.0.1:{port}, switch over mutual TLS, journal on SQLite\n")
+    print(f"  {'step':<34} {'msg':<5} {'ans':<5} {'code':<4} detail")
+    for row in rows:
+        print(f"  {row.step:<34} {row.request:<5} {row.answer:<5} {row.code:<4} {row.detail}")
+    trailer = payments_file.read_text("utf-8").splitlines()[-1] if payments_file.exists() else "-"
+    print(f"\n  journal (SQLite):      {workdir / 'journal.db'}")
+    print(f"  payments file:         {payments_file}")
+    print(f"  its trailer:           {trailer}")
+    print(f"  hub log (JSON lines):  {log_path}")
+    print("  codes: 00 approved, 13 invalid amount, 91 biller unavailable (a decline: the")
+    print("  resolver makes sure the biller keeps nothing), see specs/ for the rest")
+    ok = same and rows[-2].code == "00" and payments_file.exists()
+    return 0 if ok else 1
