@@ -161,3 +161,19 @@ class IdSource(Protocol):
     def payment_id(self) -> str: ...
 
     def approval_code(self) -> str: ...
+
+
+class PipelineObserver(Protocol):
+    """What the pipeline reports for metrics: cheap calls that must not raise.
+
+    ``operation`` is one of ``open_bills``, ``post_payment``, ``cancel_payment``,
+    ``payment_status``; ``outcome`` one of ``ok``, ``rejected``, ``timeout``,
+    ``unavailable``, ``error``.
+    """
+
+    def biller_call(self, biller: str, operation: str, seconds: float, outcome: str) -> None: ...
+
+
+class NullPipelineObserver:
+    def biller_call(self, biller: str, operation: str, seconds: float, outcome: str) -> None:
+        pass

@@ -23,7 +23,13 @@ from datetime import datetime, timedelta
 
 from billhub.errors import BillerError, BillerRejected, JournalError
 from billhub.pipeline.model import PostingStatus, Resolution, ResolverTask, TaskKind
-from billhub.pipeline.ports import Biller, Clock, Journal
+from billhub.pipeline.ports import (
+    Biller,
+    Clock,
+    Journal,
+    NullPipelineObserver,
+    PipelineObserver,
+)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Resolver:
         backoff_max: float = 60.0,
         poll_interval: float = 1.0,
         concurrency: int = 16,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.journal = journal
         self.billers = billers
@@ -61,6 +68,7 @@ class Resolver:
         self._workers: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.stats = ResolverStats()
+        self.observer = observer or NullPipelineObserver()
 
     def wake(self) -> None:
         """New work was committed: look now rather than at the next poll."""
@@ -121,6 +129,10 @@ class Resolver:
                 else:
                     await self._cancel(task, biller)
         except (BillerError, TimeoutError, JournalError, OSError) as exc:
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "unavailable"
+            if isinstance(exc, BillerRejected):
+                outcome = "rejected"
+            self.observer.biller_call(task.biller, task.kind.value, 0.0, outcome)
             await self._retry(task, type(exc).__name__)
 
     async def _resolve(self, task: ResolverTask, biller: Biller) -> None:

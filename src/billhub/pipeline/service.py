@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from billhub.errors import BillerError, BillerRejected, JournalError
+from billhub.errors import BillerError, BillerRejected, BillerTimeout, JournalError
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkInfo
@@ -41,7 +41,13 @@ from billhub.pipeline.model import (
     ReversalRecord,
     TaskKind,
 )
-from billhub.pipeline.ports import Clock, IdSource, Journal
+from billhub.pipeline.ports import (
+    Clock,
+    IdSource,
+    Journal,
+    NullPipelineObserver,
+    PipelineObserver,
+)
 from billhub.pipeline.routes import BillerRoute
 
 _NAMES_CACHE = 50_000
@@ -73,6 +79,7 @@ class Pipeline:
         is_closed: Callable[[date], bool] = lambda _: False,
         wake_resolver: Callable[[], None] = lambda: None,
         quiet_period: float = 60.0,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.rules = rules
         self.journal = journal
@@ -84,6 +91,7 @@ class Pipeline:
         self.is_closed = is_closed
         self.wake_resolver = wake_resolver
         self.quiet_period = quiet_period
+        self.observer = observer or NullPipelineObserver()
         self.locks = KeyLocks()
         self.counters = PipelineCounters()
         self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -108,13 +116,17 @@ class Pipeline:
         if code is not None or route is None:
             return d.decline(self.rules, request, code or d.UNKNOWN_BILLER)
         account = request.fields[102]
+        t0 = self.clock.monotonic()
         try:
             async with asyncio.timeout(route.budget), route.slots:
                 bills = await route.biller.open_bills(account)
         except BillerRejected as exc:
+            self._observe(route.code, "open_bills", t0, "rejected")
             return d.decline(self.rules, request, d.refusal_code(exc))
-        except (BillerError, TimeoutError):
+        except (BillerError, TimeoutError) as exc:
+            self._observe(route.code, "open_bills", t0, _outcome(exc))
             return d.decline(self.rules, request, d.UNAVAILABLE)
+        self._observe(route.code, "open_bills", t0, "ok")
         self._remember_name(route.code, account, bills)
         return d.inquiry_answer(self.rules, request, bills)
 
@@ -199,14 +211,19 @@ class Pipeline:
         )
         asked = False
         task: ResolverTask | None = None
+        t0 = self.clock.monotonic()
         try:
             async with asyncio.timeout(max(budget, 0.0)):
                 async with route.slots:
                     asked = True
+                    t0 = self.clock.monotonic()
                     receipt = await route.biller.post_payment(order)
         except BillerRejected as exc:
+            self._observe(route.code, "post_payment", t0, "rejected")
             self._finish(record, PaymentState.DECLINED, d.refusal_code(exc))
         except (BillerError, TimeoutError, OSError, ValueError) as exc:
+            if asked:
+                self._observe(route.code, "post_payment", t0, _outcome(exc))
             if not asked and isinstance(exc, TimeoutError):
                 # Over budget while queued for the biller: it was never asked.
                 self._finish(record, PaymentState.DECLINED, d.UNAVAILABLE)
@@ -214,6 +231,7 @@ class Pipeline:
                 self._finish(record, PaymentState.UNCERTAIN, d.UNAVAILABLE)
                 task = self._resolve_task(record)
         else:
+            self._observe(route.code, "post_payment", t0, "ok")
             record.approval_code = self.ids.approval_code()
             record.receipt = receipt
             record.customer_name = self._names.get((route.code, record.account))
@@ -229,6 +247,9 @@ class Pipeline:
             self.counters.uncertain += 1
             self.wake_resolver()
         return d.payment_answer(self.rules, request, record)
+
+    def _observe(self, biller: str, operation: str, t0: float, outcome: str) -> None:
+        self.observer.biller_call(biller, operation, self.clock.monotonic() - t0, outcome)
 
     def _finish(self, record: PaymentRecord, state: PaymentState, code: str) -> None:
         record.state = state
@@ -303,3 +324,12 @@ class Pipeline:
             with contextlib.suppress(BillerError):
                 await route.biller.cancel_payment(payment.payment_id)
         return d.decline(self.rules, request, d.APPROVED)
+
+
+def _outcome(exc: BaseException) -> str:
+    """A failed biller call as a metrics label."""
+    if isinstance(exc, TimeoutError | BillerTimeout):
+        return "timeout"
+    if isinstance(exc, BillerError):
+        return "unavailable"
+    return "error"
