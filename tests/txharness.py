@@ -124,14 +124,18 @@ async def start_world(
     rest_concurrency: int = 16,
     faults: Faults | None = None,
     n_accounts: int = 60,
+    journal: Path | None = None,
+    outbox: Path | None = None,
 ) -> World:
     rest_accounts = generate_accounts("01", n_accounts, 11, today=TODAY)
     batch_accounts = generate_accounts("02", n_accounts, 12, today=TODAY)
     rest = RestBiller(rest_accounts, TOKEN, faults=faults)
     rest_port = await rest.start()
-    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox = tmp_path / "inbox"
+    outbox = outbox or tmp_path / "outbox"
     inbox.mkdir()
-    outbox.mkdir()
+    outbox.mkdir(exist_ok=True)
+    journal = journal or tmp_path / "journal.db"
     write_bills_file(inbox, BATCH, batch_accounts, day=TODAY)
     text = f"""
 [link]
@@ -146,7 +150,7 @@ allowed_subjects = ["switch-1"]
 [admin]
 enabled = false
 [journal]
-path = "{tmp_path / "journal.db"}"
+path = "{journal}"
 [resolver]
 quiet_period_s = {quiet}
 backoff_base_s = 0.05

@@ -22,7 +22,7 @@ from billhub.connectors.rest import RestConnector
 from billhub.errors import ConfigError
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
-from billhub.journal.sqlite import SqliteJournal
+from billhub.journal.sqlite import SqliteJournal, SqliteSettlementStore
 from billhub.link.core import Timers
 from billhub.link.observer import LinkObserver
 from billhub.observability.admin import AdminServer
@@ -32,7 +32,9 @@ from billhub.pipeline.resolver import Resolver
 from billhub.pipeline.routes import BillerRoute
 from billhub.pipeline.service import Pipeline
 from billhub.settlement.calendar import BusinessDay, resolve_mmdd
+from billhub.settlement.dayclose import DayCloser
 from billhub.settlement.dispatch import HubDispatcher
+from billhub.settlement.reconcile import Reconciler
 from billhub.transport.server import HubServer, ServerLimits
 from billhub.transport.tls import AllowList, server_context
 
@@ -99,6 +101,7 @@ class Hub:
     billers: dict[str, Biller] = field(default_factory=dict)
     admin: AdminServer | None = None
     admin_port: int | None = None
+    closer: DayCloser | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> int:
@@ -120,6 +123,10 @@ class Hub:
                 if isinstance(biller, BatchConnector):
                     await biller.start(self.journal)
             await self.load_bills_files()
+            if self.closer is not None:
+                last = await self.closer.restore()
+                if last is not None:
+                    log.info("business_day", current=last.new_date.isoformat(), state=last.state)
         if self.resolver is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.resolver.run()))
         if any(isinstance(b, BatchConnector) for b in self.billers.values()):
@@ -149,9 +156,9 @@ class Hub:
             except Exception as exc:  # keep polling; the reason is logged
                 get_logger("billhub.batch").error("bills_file_poll_failed", error=str(exc))
 
-    async def write_payments_files(self, closed: list[date]) -> list[Path]:
+    async def write_payments_files(self, closed: list[date]) -> list[tuple[str, date, str]]:
         """At cutover: each batch biller's payments file for each closed date."""
-        out: list[Path] = []
+        out: list[tuple[str, date, str]] = []
         if self.journal is None:
             return out
         for biller in self.billers.values():
@@ -161,7 +168,7 @@ class Hub:
                     get_logger("billhub.batch").info(
                         "payments_file", biller=biller.code, date=d.isoformat(), path=str(path)
                     )
-                    out.append(path)
+                    out.append((biller.code, d, str(path)))
         return out
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -246,16 +253,41 @@ def build_hub(
             RandomIds(),
             settlement_date=settlement_date,
             business_day=lambda: day.current,
+            is_closed=lambda d: day.current is not None and d < day.current,
             wake_resolver=resolver.wake,
             quiet_period=rc.quiet_period_s,
         )
         financial = pipeline
     hub_ref: list[Hub] = []
+    closer: DayCloser | None = None
+    reconciler: Reconciler | None = None
+    if journal is not None and pipeline is not None:
+        store = SqliteSettlementStore(journal)
+        cutover_lock = asyncio.Lock()
 
-    async def on_cutover(closed: list[date]) -> None:
-        await hub_ref[0].write_payments_files(closed)
+        async def write_files(closed: list[date]) -> list[tuple[str, date, str]]:
+            return await hub_ref[0].write_payments_files(closed)
 
-    handler = HubDispatcher(spec.rules, financial, day, utc_today, on_cutover=on_cutover)
+        closer = DayCloser(
+            store,
+            day,
+            drained=pipeline.inflight.drained,
+            write_files=write_files,
+            exclusive=lambda: cutover_lock,
+            now=SystemClock().now,
+            today=utc_today,
+        )
+        reconciler = Reconciler(
+            spec.rules,
+            store,
+            billers=frozenset(billers),
+            day=day,
+            settlement_date=settlement_date,
+            now=SystemClock().now,
+        )
+    handler = HubDispatcher(
+        spec.rules, financial, day, utc_today, closer=closer, reconciler=reconciler
+    )
     lc = config.link
     server = HubServer(
         codec,
@@ -281,7 +313,7 @@ def build_hub(
             max_in_flight=lc.max_in_flight,
         ),
     )
-    hub = Hub(config, codec, server, journal, pipeline, resolver, day, billers)
+    hub = Hub(config, codec, server, journal, pipeline, resolver, day, billers, closer=closer)
     hub_ref.append(hub)
     return hub
 

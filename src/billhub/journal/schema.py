@@ -72,4 +72,64 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX tasks_open ON tasks (done_at, next_at)",
         ],
     ),
+    (
+        2,
+        "business days, reconciliations, findings, settlement files",
+        [
+            """CREATE TABLE cutovers (
+                new_date TEXT PRIMARY KEY,
+                previous_date TEXT,
+                closed_dates TEXT NOT NULL,
+                state TEXT NOT NULL,
+                requested_at TEXT NOT NULL,
+                closed_at TEXT
+            )""",
+            """CREATE TABLE payments_files (
+                biller TEXT NOT NULL,
+                settlement_date TEXT NOT NULL,
+                path TEXT NOT NULL,
+                written_at TEXT NOT NULL,
+                PRIMARY KEY (biller, settlement_date)
+            )""",
+            """CREATE TABLE reconciliations (
+                seq INTEGER PRIMARY KEY,
+                biller TEXT NOT NULL,
+                settlement_date TEXT NOT NULL,
+                switch_count BIGINT NOT NULL,
+                switch_amount BIGINT NOT NULL,
+                switch_reversal_count BIGINT NOT NULL,
+                switch_reversal_amount BIGINT NOT NULL,
+                hub_count BIGINT NOT NULL,
+                hub_amount BIGINT NOT NULL,
+                hub_reversal_count BIGINT NOT NULL,
+                hub_reversal_amount BIGINT NOT NULL,
+                response_code TEXT NOT NULL,
+                answered_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX reconciliations_day ON reconciliations (settlement_date, biller)",
+            """CREATE TABLE findings (
+                seq INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL,
+                settlement_date TEXT NOT NULL,
+                biller TEXT NOT NULL,
+                acquirer TEXT,
+                rrn TEXT,
+                hub TEXT NOT NULL,
+                switch TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                source TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX findings_day ON findings (settlement_date)",
+            """CREATE TABLE settlement_imports (
+                sha256 TEXT PRIMARY KEY,
+                file_name TEXT NOT NULL,
+                lines BIGINT NOT NULL,
+                matched BIGINT NOT NULL,
+                imported_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX reversals_day ON reversals (settlement_date, biller)",
+            "CREATE INDEX payments_day ON payments (settlement_date, state)",
+        ],
+    ),
 ]

@@ -30,6 +30,7 @@ from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.pipeline import decisions as d
+from billhub.pipeline.inflight import InFlightDates
 from billhub.pipeline.keylocks import KeyLocks
 from billhub.pipeline.model import (
     AccountBills,
@@ -93,6 +94,7 @@ class Pipeline:
         self.quiet_period = quiet_period
         self.observer = observer or NullPipelineObserver()
         self.locks = KeyLocks()
+        self.inflight = InFlightDates()
         self.counters = PipelineCounters()
         self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
 
@@ -152,39 +154,66 @@ class Pipeline:
             sdate = self.settlement_date(key.settlement_mmdd)
             if code is None and sdate is None:
                 code = d.FORMAT_ERROR
-            if code is None and sdate is not None and self.is_closed(sdate):
-                code = d.CUTOFF
-            record = PaymentRecord(
-                payment_id=self.ids.payment_id(),
-                key=key,
-                settlement_date=sdate or now.date(),
-                biller=request.fields.get(100, ""),
-                account=request.fields.get(102, ""),
-                bill_id=bill_id,
-                amount=int(request.fields.get(4, "0")),
-                currency=request.fields.get(49, ""),
-                channel=request.fields.get(18, ""),
-                forwarder=request.fields.get(33, ""),
-                content=d.content_of(request, bill_id),
-                received_at=now,
-            )
-            if code is not None:
-                record.state, record.response_code, record.answered_at = (
-                    PaymentState.DECLINED,
-                    code,
-                    now,
-                )
+            tracked = sdate or now.date()
+            self.inflight.enter(tracked)  # before the closed-date check, no await between
             try:
-                stored, created = await self.journal.insert_payment(record)
-            except JournalError:
-                self.counters.journal_errors += 1
-                return d.decline(self.rules, request, d.MALFUNCTION)
-            if not created:
-                return self._repeat(request, stored, record.content)
-            if stored.state is not PaymentState.POSTING or route is None:
-                return d.payment_answer(self.rules, request, stored)
-            remaining = route.budget - (self.clock.monotonic() - started)
-            return await self._post(request, route, stored, remaining)
+                return await self._payment(
+                    request,
+                    key=key,
+                    bill_id=bill_id,
+                    code=code,
+                    route=route,
+                    sdate=sdate,
+                    started=started,
+                )
+            finally:
+                self.inflight.leave(tracked)
+
+    async def _payment(
+        self,
+        request: Message,
+        *,
+        key: PaymentKey,
+        bill_id: str | None,
+        code: str | None,
+        route: BillerRoute | None,
+        sdate: date | None,
+        started: float,
+    ) -> Message:
+        now = self.clock.now()
+        if code is None and sdate is not None and self.is_closed(sdate):
+            code = d.CUTOFF
+        record = PaymentRecord(
+            payment_id=self.ids.payment_id(),
+            key=key,
+            settlement_date=sdate or now.date(),
+            biller=request.fields.get(100, ""),
+            account=request.fields.get(102, ""),
+            bill_id=bill_id,
+            amount=int(request.fields.get(4, "0")),
+            currency=request.fields.get(49, ""),
+            channel=request.fields.get(18, ""),
+            forwarder=request.fields.get(33, ""),
+            content=d.content_of(request, bill_id),
+            received_at=now,
+        )
+        if code is not None:
+            record.state, record.response_code, record.answered_at = (
+                PaymentState.DECLINED,
+                code,
+                now,
+            )
+        try:
+            stored, created = await self.journal.insert_payment(record)
+        except JournalError:
+            self.counters.journal_errors += 1
+            return d.decline(self.rules, request, d.MALFUNCTION)
+        if not created:
+            return self._repeat(request, stored, record.content)
+        if stored.state is not PaymentState.POSTING or route is None:
+            return d.payment_answer(self.rules, request, stored)
+        remaining = route.budget - (self.clock.monotonic() - started)
+        return await self._post(request, route, stored, remaining)
 
     def _repeat(self, request: Message, stored: PaymentRecord, content: str) -> Message:
         if stored.content != content:

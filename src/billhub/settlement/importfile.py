@@ -1,0 +1,404 @@
+"""The switch's daily settlement file: parse it whole, then match it against the hub.
+
+Pure: bytes in, :class:`SettlementLine` out; lines and journal records in,
+:class:`Finding` out. Reading the file, hashing it, querying the journal and
+storing the outcome (so that importing the same file twice changes nothing)
+belong to the caller.
+
+The file (issue 4): CSV, UTF-8, header exactly
+``settlement_date,acquirer,rrn,stan,biller,account,amount,type``. A malformed
+file is rejected whole with :class:`SettlementFileError` naming the first bad
+line (line 1 is the header) and what is wrong with it. Reasons name the column
+and the rule, never the value: a line carries a subscriber's account number and
+error messages end up in logs.
+
+Tolerated, because every spreadsheet and CSV library produces them: CRLF line
+ends, one final line end, a UTF-8 byte-order mark, and RFC 4180 quoting of a
+field. Anything else is a format error: a blank line, a field count other than 8,
+surrounding spaces, non-ASCII digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from billhub.errors import BillhubError
+from billhub.money import Amount
+from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
+from billhub.settlement.model import Finding, FindingKind, LineType, SettlementLine
+
+HEADER = ("settlement_date", "acquirer", "rrn", "stan", "biller", "account", "amount", "type")
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INSTITUTION = re.compile(r"[0-9]{1,11}")  # DE 32 / DE 100: LLVAR n ..11
+_RRN = re.compile(r"[A-Za-z0-9 ]{1,12}")  # DE 37: an 12 (READINGS 6)
+_STAN = re.compile(r"[0-9]{6}")  # DE 11: n 6
+_ACCOUNT = re.compile(r"[\x21-\x7e]{1,28}")  # DE 102: ans ..28, no spaces (READINGS 13)
+_AMOUNT = re.compile(r"[0-9]{1,12}")  # DE 4: n 12 minor units
+
+
+class SettlementFileError(BillhubError):
+    """The settlement file is malformed; nothing of it was taken.
+
+    ``line_no`` is 1-based, the header being line 1; ``reason`` never carries a
+    value from the file.
+    """
+
+    def __init__(self, line_no: int, reason: str) -> None:
+        super().__init__(f"line {line_no}: {reason}")
+        self.line_no = line_no
+        self.reason = reason
+
+
+def parse_settlement_file(data: bytes) -> list[SettlementLine]:
+    """Every line of the file, in file order; raises :class:`SettlementFileError` on the first bad one.
+
+    A header-only file is valid and yields no line. The same (acquirer, RRN
+    right-stripped, settlement date, type) twice is a malformed file: DE 37 is
+    unique per acquirer and settlement date.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettlementFileError(
+            data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if text == "":
+        raise SettlementFileError(1, "empty file: the header is missing")
+    raw_lines = text.split("\n")
+    if raw_lines[-1] == "":
+        raw_lines.pop()  # the final line end
+    seen: dict[tuple[str, str, date, LineType], int] = {}
+    out: list[SettlementLine] = []
+    for index, raw in enumerate(raw_lines):
+        line_no = index + 1
+        fields = _split(raw.removesuffix("\r"), line_no)
+        if line_no == 1:
+            if tuple(fields) != HEADER:
+                raise SettlementFileError(1, "header must be exactly " + ",".join(HEADER))
+            continue
+        line = _parse_line(fields, line_no)
+        dup_key = (line.acquirer, line.rrn.rstrip(), line.settlement_date, line.type)
+        if (first := seen.get(dup_key)) is not None:
+            raise SettlementFileError(
+                line_no, f"duplicate of line {first} (same acquirer, rrn, settlement_date, type)"
+            )
+        seen[dup_key] = line_no
+        out.append(line)
+    return out
+
+
+def _split(raw: str, line_no: int) -> list[str]:
+    if raw == "":
+        raise SettlementFileError(line_no, "empty line")
+    if "\r" in raw:
+        raise SettlementFileError(line_no, "stray carriage return")
+    try:
+        rows = list(csv.reader([raw], strict=True))
+    except csv.Error:
+        raise SettlementFileError(line_no, "not a valid CSV line (quoting)") from None
+    if len(rows) != 1:  # pragma: no cover - one physical line is one record here
+        raise SettlementFileError(line_no, "not a valid CSV line")
+    return rows[0]
+
+
+def _parse_line(fields: list[str], line_no: int) -> SettlementLine:
+    if len(fields) != len(HEADER):
+        raise SettlementFileError(line_no, f"expected {len(HEADER)} fields, found {len(fields)}")
+    sdate, acquirer, rrn, stan, biller, account, amount, kind = fields
+
+    def bad(column: str, rule: str) -> SettlementFileError:
+        return SettlementFileError(line_no, f"{column}: {rule}")
+
+    if not _DATE.fullmatch(sdate):
+        raise bad("settlement_date", "must be YYYY-MM-DD")
+    try:
+        settlement_date = date.fromisoformat(sdate)
+    except ValueError:
+        raise bad("settlement_date", "is not a calendar date") from None
+    if not _INSTITUTION.fullmatch(acquirer):
+        raise bad("acquirer", "must be 1 to 11 digits")
+    if not _RRN.fullmatch(rrn):
+        raise bad("rrn", "must be 1 to 12 letters, digits or spaces")
+    if rrn.strip() == "":
+        raise bad("rrn", "is blank")
+    if not _STAN.fullmatch(stan):
+        raise bad("stan", "must be 6 digits")
+    if not _INSTITUTION.fullmatch(biller):
+        raise bad("biller", "must be 1 to 11 digits")
+    if not _ACCOUNT.fullmatch(account):
+        raise bad("account", "must be 1 to 28 printable ASCII characters without spaces")
+    if not _AMOUNT.fullmatch(amount):
+        raise bad("amount", "must be a positive integer of minor units (digits only, at most 12)")
+    minor = int(amount)
+    if minor == 0:
+        raise bad("amount", "must be greater than zero")
+    try:
+        line_type = LineType(kind)
+    except ValueError:
+        raise bad("type", "must be payment or reversal") from None
+    return SettlementLine(
+        line_no=line_no,
+        settlement_date=settlement_date,
+        acquirer=acquirer,
+        rrn=rrn,
+        stan=stan,
+        biller=biller,
+        account=account,
+        amount=minor,
+        type=line_type,
+    )
+
+
+# -- matching -------------------------------------------------------------------------
+
+_Key = tuple[str, str]  # (acquirer, rrn right-stripped)
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One side's view of a key: who, how much, and where it came from."""
+
+    biller: str
+    amount: int
+    line_no: int | None = None  # the file's line, for the switch side
+
+
+def match_lines(
+    lines: Iterable[SettlementLine],
+    payments: Iterable[PaymentRecord],
+    reversals: Iterable[ReversalRecord],
+    settlement_date: date,
+    *,
+    file_name: str,
+) -> tuple[int, list[Finding]]:
+    """Compare the switch's lines of ``settlement_date`` with the hub's; (clean lines, findings).
+
+    The hub's side: payments ``approved`` for that date (later reversed or not,
+    as DE 74/86 count them) and reversals answered ``00`` for that date (DE 75/87).
+    Lines, payments and reversals of other dates are ignored, so a caller with a
+    file of several dates calls this once per date. Keys are (DE 32, DE 37
+    right-stripped); DE 37 is unique per acquirer and settlement date.
+
+    Every difference is one finding, never a correction:
+
+    - ``switch_only``: a payment line without an approved hub payment (the
+      detail says what the hub has instead, if anything);
+    - ``hub_only``: an approved hub payment without a payment line;
+    - ``amount_differs``: both sides have the payment, or the reversal, with
+      other amounts;
+    - ``reversed_one_side``: a reversal line without a hub reversal, or a hub
+      reversal without a reversal line.
+
+    A key that both sides have for different billers is money cleared to the
+    wrong company: it is reported as one side's for each biller (``switch_only``
+    and ``hub_only``, or ``reversed_one_side`` twice), so each company's
+    exceptions are complete. The account is not compared: it moves no money.
+    Findings come out in file order, then the hub's in key order, so the result
+    is deterministic.
+    """
+    source_prefix = f"file:{file_name}#"
+    pay_lines: dict[_Key, SettlementLine] = {}
+    rev_lines: dict[_Key, SettlementLine] = {}
+    for line in lines:
+        if line.settlement_date != settlement_date:
+            continue
+        key = (line.acquirer, line.rrn.rstrip())
+        (pay_lines if line.type is LineType.PAYMENT else rev_lines)[key] = line
+
+    hub_any: dict[_Key, PaymentRecord] = {}  # any state, for the details
+    hub_pay: dict[_Key, PaymentRecord] = {}
+    for p in payments:
+        if p.settlement_date != settlement_date:
+            continue
+        key = (p.key.acquirer, p.key.rrn.rstrip())
+        hub_any[key] = p
+        if p.state is PaymentState.APPROVED:
+            hub_pay[key] = p
+    hub_rev_any: dict[_Key, ReversalRecord] = {}
+    hub_rev: dict[_Key, ReversalRecord] = {}
+    for r in reversals:
+        if r.settlement_date != settlement_date:
+            continue
+        key = (r.key.acquirer, r.key.rrn.rstrip())
+        hub_rev_any[key] = r
+        if r.response_code == "00":
+            hub_rev[key] = r
+
+    findings: list[Finding] = []
+    clean = 0
+
+    def finding(
+        kind: FindingKind,
+        key: _Key,
+        biller: str,
+        detail: str,
+        *,
+        hub: int | None = None,
+        switch: int | None = None,
+        line: SettlementLine | None = None,
+    ) -> Finding:
+        return Finding(
+            kind=kind,
+            settlement_date=settlement_date,
+            biller=biller,
+            detail=detail,
+            hub=_fmt(hub),
+            switch=_fmt(switch),
+            acquirer=key[0],
+            rrn=key[1],
+            source=f"{source_prefix}{line.line_no}" if line is not None else "",
+        )
+
+    # Payment lines against approved payments.
+    for key, line in sorted(pay_lines.items(), key=lambda kv: kv[1].line_no):
+        p = hub_pay.get(key)
+        if p is None:
+            findings.append(
+                finding(
+                    FindingKind.SWITCH_ONLY,
+                    key,
+                    line.biller,
+                    "payment settled by the switch; " + _hub_payment_state(hub_any.get(key)),
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+        elif p.biller != line.biller:
+            findings.append(
+                finding(
+                    FindingKind.SWITCH_ONLY,
+                    key,
+                    line.biller,
+                    f"payment settled by the switch for this biller; the hub approved it for "
+                    f"biller {p.biller}",
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+            findings.append(
+                finding(
+                    FindingKind.HUB_ONLY,
+                    key,
+                    p.biller,
+                    f"payment approved by the hub for this biller; the switch settled it for "
+                    f"biller {line.biller}",
+                    hub=p.amount,
+                    line=line,
+                )
+            )
+        elif p.amount != line.amount:
+            findings.append(
+                finding(
+                    FindingKind.AMOUNT_DIFFERS,
+                    key,
+                    p.biller,
+                    f"payment amounts differ by {_fmt(line.amount - p.amount)} (switch - hub)",
+                    hub=p.amount,
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+        else:
+            clean += 1
+    for key in sorted(hub_pay.keys() - pay_lines.keys()):
+        p = hub_pay[key]
+        findings.append(
+            finding(
+                FindingKind.HUB_ONLY,
+                key,
+                p.biller,
+                "payment approved by the hub, not in the switch's settlement file"
+                + ("; the hub has it reversed" if p.reversed else ""),
+                hub=p.amount,
+            )
+        )
+
+    # Reversal lines against reversals the hub answered 00.
+    for key, line in sorted(rev_lines.items(), key=lambda kv: kv[1].line_no):
+        r = hub_rev.get(key)
+        if r is None:
+            findings.append(
+                finding(
+                    FindingKind.REVERSED_ONE_SIDE,
+                    key,
+                    line.biller,
+                    "reversed by the switch only; "
+                    + _hub_reversal_state(hub_rev_any.get(key), hub_any.get(key)),
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+        elif r.biller != line.biller:
+            findings.append(
+                finding(
+                    FindingKind.REVERSED_ONE_SIDE,
+                    key,
+                    line.biller,
+                    f"reversed by the switch for this biller; the hub reversed it for "
+                    f"biller {r.biller}",
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+            findings.append(
+                finding(
+                    FindingKind.REVERSED_ONE_SIDE,
+                    key,
+                    r.biller,
+                    f"reversed by the hub for this biller; the switch reversed it for "
+                    f"biller {line.biller}",
+                    hub=r.amount,
+                    line=line,
+                )
+            )
+        elif r.amount != line.amount:
+            findings.append(
+                finding(
+                    FindingKind.AMOUNT_DIFFERS,
+                    key,
+                    r.biller,
+                    f"reversal amounts differ by {_fmt(line.amount - r.amount)} (switch - hub)",
+                    hub=r.amount,
+                    switch=line.amount,
+                    line=line,
+                )
+            )
+        else:
+            clean += 1
+    for key in sorted(hub_rev.keys() - rev_lines.keys()):
+        r = hub_rev[key]
+        findings.append(
+            finding(
+                FindingKind.REVERSED_ONE_SIDE,
+                key,
+                r.biller,
+                "reversed by the hub only; the switch's settlement file has no reversal line",
+                hub=r.amount,
+            )
+        )
+    return clean, findings
+
+
+def _fmt(minor: int | None) -> str:
+    return "" if minor is None else Amount(minor).format()
+
+
+def _hub_payment_state(p: PaymentRecord | None) -> str:
+    if p is None:
+        return "the hub has no payment with this key"
+    code = f" ({p.response_code})" if p.response_code else ""
+    return f"the hub has it {p.state.value}{code}"
+
+
+def _hub_reversal_state(r: ReversalRecord | None, p: PaymentRecord | None) -> str:
+    if r is not None:
+        return f"the hub answered the reversal {r.response_code}"
+    if p is not None and p.state is PaymentState.APPROVED:
+        return "the hub has the payment approved and not reversed"
+    return "the hub has no reversal with this key"

@@ -1,0 +1,65 @@
+"""0500/0510 reconciliation per biller and settlement date (LINK-SPEC 6.5).
+
+The hub answers with its own totals from the journal and `00` when they agree
+with the switch's, `95` when they do not; every disagreement is recorded as a
+finding with both sides' figures, never silently corrected. A repeated 0500 is
+compared and answered again (and recorded again: it is a new fact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from datetime import date, datetime
+
+from billhub.iso8583.message import Message
+from billhub.iso8583.spec import LinkRules
+from billhub.link.responses import make_response
+from billhub.settlement.calendar import BusinessDay
+from billhub.settlement.model import Reconciliation
+from billhub.settlement.ports import SettlementStore
+from billhub.settlement.totals import compare, put_totals, totals_of
+
+
+class Reconciler:
+    def __init__(
+        self,
+        rules: LinkRules,
+        store: SettlementStore,
+        *,
+        billers: Collection[str],
+        day: BusinessDay,
+        settlement_date: Callable[[str], date | None],
+        now: Callable[[], datetime],
+        on_finding: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.billers = billers
+        self.day = day
+        self.settlement_date = settlement_date
+        self.now = now
+        self.on_finding = on_finding
+
+    async def handle(self, request: Message) -> Message:
+        biller = request.fields.get(100, "")
+        if biller not in self.billers:
+            return make_response(self.rules, request, "92")
+        d = self.settlement_date(request.fields.get(15, ""))
+        if d is None:
+            return make_response(self.rules, request, "30")
+        current = self.day.current
+        if current is None or d >= current:
+            return make_response(self.rules, request, "12")  # not closed yet
+        switch = totals_of(request)
+        hub = await self.store.day_totals(biller, d)
+        findings = compare(biller, d, switch, request.fields[97], hub)
+        code = "95" if findings else "00"
+        now = self.now()
+        await self.store.record_reconciliation(
+            Reconciliation(biller, d, switch, hub, code, now), findings, now
+        )
+        for _ in findings:
+            self.on_finding(biller)
+        resp = make_response(self.rules, request, code)
+        put_totals(resp, hub)
+        return resp
