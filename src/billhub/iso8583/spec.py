@@ -135,19 +135,27 @@ class LinkSpec:
 
 
 def _checker(fmt: str, encoding: str, pattern: str | None) -> Callable[[str], bool]:
+    """One check per field, built once: it runs for every field of every message.
+
+    ``n`` uses the C string predicates (ASCII digits only: ``str.isdigit`` alone
+    would let ``'٣'`` through); other formats one compiled regex each.
+    """
+    extra = re.compile(pattern).fullmatch if pattern is not None else None
+    if fmt == "n":  # an empty value passes, as ``[0-9]*`` does: lengths are checked apart
+        if extra is None:
+            return lambda v: not v or (v.isascii() and v.isdigit())
+        pat = extra
+        return lambda v: (not v or (v.isascii() and v.isdigit())) and pat(v) is not None
     charset = _CHARSETS.get(fmt)
     if fmt == "ans" and encoding == "ascii":
         charset = r"[\x20-\x7e]"
-    regexes = []
-    if charset is not None:
-        regexes.append(re.compile(f"{charset}*"))
-    if pattern is not None:
-        regexes.append(re.compile(pattern))
-
-    def check(value: str) -> bool:
-        return all(r.fullmatch(value) is not None for r in regexes)
-
-    return check
+    if charset is None:  # binary: bitmaps only, checked by the codec itself
+        return lambda v: True
+    base = re.compile(f"{charset}*").fullmatch
+    if extra is None:
+        return lambda v: base(v) is not None
+    more = extra
+    return lambda v: base(v) is not None and more(v) is not None
 
 
 def _field(key: str, raw: Mapping[str, Any]) -> FieldSpec:

@@ -41,8 +41,12 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+_state = {"level": logging.INFO}
+
+
 def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog once, at start-up, for the whole process."""
+    _state["level"] = _LEVELS.get(level, logging.INFO)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -96,6 +100,12 @@ class LogObserver:
         latency: float,
         reason: str,
     ) -> None:
+        if (
+            request is not None
+            and request.fields.get(70) == "301"
+            and _state["level"] > logging.DEBUG
+        ):
+            return  # echo tests are logged at debug only: skip building the event
         fields: dict[str, Any] = log_fields(request) if request is not None else {"mti": None}
         fields["response_mti"] = response.mti
         fields["response_code"] = response.fields.get(39)
