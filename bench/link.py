@@ -346,6 +346,8 @@ def load_cmd(args: argparse.Namespace, port: int | str, certs: Path | str) -> li
         str(args.warmup),
         "--kind",
         "echo",
+        "--engine",
+        args.load_engine,
     ]
 
 
@@ -692,6 +694,7 @@ def report(
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "links": args.links,
+            "load_engine": args.load_engine,
             "in_flight": args.in_flight,
             "repeat": args.repeat,
         },
@@ -791,6 +794,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=10, help="functions listed from the profile")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, certs)")
+    p.add_argument(
+        "--load-engine",
+        choices=["fast", "link"],
+        default="fast",
+        help="the load generator's engine: fast (templates) or link (SwitchLink + codec)",
+    )
     args = p.parse_args(argv)
     if args.duration <= 0 or args.in_flight < 1 or args.links < 1 or args.repeat < 1:
         p.error("--duration, --in-flight, --links and --repeat must be positive")

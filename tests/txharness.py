@@ -126,7 +126,9 @@ async def start_world(
     n_accounts: int = 60,
     journal: Path | None = None,
     outbox: Path | None = None,
+    admin: bool = False,
 ) -> World:
+    """``admin``: serve the admin port (metrics, status) on a free loopback port."""
     rest_accounts = generate_accounts("01", n_accounts, 11, today=TODAY)
     batch_accounts = generate_accounts("02", n_accounts, 12, today=TODAY)
     rest = RestBiller(rest_accounts, TOKEN, faults=faults)
@@ -148,7 +150,9 @@ key_file = "{pki.hub_key}"
 client_ca_file = "{pki.switch_ca_cert}"
 allowed_subjects = ["switch-1"]
 [admin]
-enabled = false
+enabled = {"true" if admin else "false"}
+host = "127.0.0.1"
+port = 0
 [journal]
 path = "{journal}"
 [resolver]
@@ -172,6 +176,8 @@ budget_s = {budget}
 batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
 """
     config = parse_config(text, base_dir=tmp_path, env={})
+    # The same configuration as a file, for the command-line tools run against this hub.
+    (tmp_path / "billhub.toml").write_text(text, "utf-8")
     recorder = Recorder()
     hub = build_hub(config, observer=recorder)
     port = await hub.start()

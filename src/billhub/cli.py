@@ -13,14 +13,18 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
+from billhub.clearing import import_settlement_file, write_report
 from billhub.config import load_config
-from billhub.errors import BillhubError
+from billhub.errors import BillhubError, ConfigError
 from billhub.hub import serve
 from billhub.iso8583.spec import load_spec
 from billhub.iso8583.table import field_table
+from billhub.money import Amount
 from billhub.observability.logs import configure
+from billhub.opscli import add_ops_parsers
 from billhub.simulator.cli import add_switch_parser, run_switch
 from billhub.simulator.demo import run_demo
 from billhub.transport.certs import init_dev_certs
@@ -66,6 +70,43 @@ def _cmd_health(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        raise ConfigError("date", f"{args.date!r} is not a date (YYYY-MM-DD)") from None
+    config = load_config(Path(args.config))
+    done = asyncio.run(write_report(config, day, Path(args.out)))
+    print(
+        f"settlement date {day}: collected {Amount(done.collected).format()} SYP, "
+        f"{done.exceptions} exception(s)"
+    )
+    for path in done.files:
+        print(f"  {path}")
+    return 0
+
+
+def _cmd_settle_import(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    path = Path(args.file)
+    if not path.is_file():
+        raise ConfigError("file", f"no such file: {path}")
+    outcome = asyncio.run(import_settlement_file(config, path))
+    if outcome.already_imported:
+        print(f"{path.name}: already imported; nothing changed")
+        return 0
+    print(
+        f"{path.name}: {outcome.lines} line(s), {outcome.matched} matched, "
+        f"{len(outcome.findings)} finding(s)"
+    )
+    for f in outcome.findings:
+        print(
+            f"  {f.kind.value:<18} biller {f.biller} acquirer {f.acquirer or '-'} "
+            f"rrn {f.rrn or '-'}: {f.detail} (hub {f.hub or '-'}, switch {f.switch or '-'})"
+        )
+    return 0
+
+
 def _cmd_switch(args: argparse.Namespace) -> int:
     return run_switch(args)
 
@@ -100,11 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_spec_table)
 
     add_switch_parser(sub, _cmd_switch)
+    add_ops_parsers(sub)  # status, journal show
 
     h = sub.add_parser("health", help="check a running hub's admin endpoint")
     h.add_argument("--url", default="http://127.0.0.1:9100/healthz")
     h.add_argument("--timeout", type=float, default=3.0)
     h.set_defaults(func=_cmd_health)
+
+    r = sub.add_parser("report", help="write a settlement date's clearing reports (CSV, HTML)")
+    r.add_argument("date", help="settlement date, YYYY-MM-DD")
+    r.add_argument("--config", required=True, help="the hub's TOML configuration")
+    r.add_argument("--out", default="reports", help="folder for the files (default: reports)")
+    r.set_defaults(func=_cmd_report)
+
+    se = sub.add_parser("settle", help="the switch's settlement file")
+    sesub = se.add_subparsers(dest="settle_command", required=True)
+    si = sesub.add_parser("import", help="match the switch's daily settlement file")
+    si.add_argument("file")
+    si.add_argument("--config", required=True, help="the hub's TOML configuration")
+    si.set_defaults(func=_cmd_settle_import)
 
     d = sub.add_parser("demo", help="run a hub and a simulated switch on loopback")
     d.add_argument("--dir", default="demo-run", help="working folder (certificates, config)")

@@ -104,6 +104,7 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 9100
     enabled: bool = True
+    metrics: bool = True  # /metrics and the counting behind it
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +440,7 @@ def _admin(t: _Table) -> AdminConfig:
         host=t.string_or("host", d.host),
         port=t.integer("port", d.port, low=0, high=65535),
         enabled=t.boolean("enabled", d.enabled),
+        metrics=t.boolean("metrics", d.metrics),
     )
     t.done()
     return cfg

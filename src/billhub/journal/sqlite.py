@@ -43,6 +43,10 @@ _SELECT_TASK = f"SELECT {c.TASK_COLUMNS} FROM tasks"
 _MAX_BATCH = 512
 
 
+class _OpFailed(Exception):
+    """One op of a group raised: the group is redone op by op."""
+
+
 class CommitStats:
     """What the journal's commits looked like, for metrics: count, sizes, time."""
 
@@ -71,6 +75,9 @@ class SqliteJournal:
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
+        # Keys reversed before their payment arrived: every new payment is checked
+        # against them, so they are kept in memory (one instance owns this file).
+        self._tombstones: set[tuple[str, str, str]] = set()
         self._on_commit = on_commit
         self._clock = clock
         self.stats = CommitStats()
@@ -102,6 +109,12 @@ class SqliteJournal:
                 "UNION ALL SELECT max(seq) FROM reversals)"
             ).fetchone()
             self._seq = int(row[0] or 0)
+            self._tombstones = {
+                (r[0], r[1], r[2])
+                for r in conn.execute(
+                    "SELECT acquirer, rrn, settlement_mmdd FROM reversals WHERE payment_id IS NULL"
+                )
+            }
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
@@ -191,27 +204,21 @@ class SqliteJournal:
                     fut.set_exception(value)
 
     def _run_batch(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        """Run a batch in one transaction; if an op fails, redo the batch op by op.
+
+        The common case costs one BEGIN and one COMMIT for the whole group. An op
+        that raises (rare: a constraint, a bug) rolls the group back, and every op
+        is then run in a transaction of its own, so that one failing op fails
+        alone and the others still commit. Ops are written to be re-runnable.
+        """
         conn = self._conn
         if conn is None:
             raise JournalError("journal is closed")
         started = self._clock() if self._clock else 0.0
-        out: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            for op, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    out.append((True, op(conn)))
-                    conn.execute("RELEASE op")
-                except Exception as exc:  # any failure of one op fails that op alone
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    out.append((False, JournalError(str(exc))))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            out = self._run_group(conn, batch)
+        except _OpFailed:
+            out = [self._run_group_single(conn, op) for op, _ in batch]
         self.stats.commits += 1
         self.stats.ops += len(batch)
         self.stats.last_group = len(batch)
@@ -222,6 +229,39 @@ class SqliteJournal:
                 self._on_commit(len(batch), elapsed)
         return out
 
+    @staticmethod
+    def _run_group(
+        conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        out: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op, _ in batch:
+                try:
+                    out.append((True, op(conn)))
+                except Exception as exc:
+                    raise _OpFailed from exc
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    @staticmethod
+    def _run_group_single(conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            value = op(conn)
+        except Exception as exc:  # this op alone fails
+            conn.execute("ROLLBACK")
+            return False, JournalError(str(exc))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return True, value
+
     def _next_seq(self) -> int:
         # Only ever called on the writer thread, so no lock is needed.
         self._seq += 1
@@ -230,29 +270,28 @@ class SqliteJournal:
     # -- payments ------------------------------------------------------------------------
 
     async def insert_payment(self, record: PaymentRecord) -> tuple[PaymentRecord, bool]:
+        k = record.key
+        if (k.acquirer, k.rrn, k.settlement_mmdd) in self._tombstones:
+            # Reversed before it arrived (LINK-SPEC 6.4): declined 25, never posted.
+            record.state = PaymentState.DECLINED
+            record.response_code = "25"
+            record.answered_at = record.received_at
+            record.approval_code = record.receipt = record.answer_de48 = None
+
         def op(conn: sqlite3.Connection) -> tuple[PaymentRecord, bool]:
-            k = record.key
+            cur = conn.execute(
+                f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq) VALUES "
+                f"({', '.join('?' * 23)}, ?) "
+                "ON CONFLICT (acquirer, rrn, settlement_mmdd) DO NOTHING",
+                (*c.payment_params(record), self._next_seq()),
+            )
+            if cur.rowcount == 1:
+                return record, True
             row = conn.execute(
                 f"{_SELECT_PAYMENT} WHERE acquirer=? AND rrn=? AND settlement_mmdd=?",
                 (k.acquirer, k.rrn, k.settlement_mmdd),
             ).fetchone()
-            if row is not None:
-                return c.payment_from_row(row), False
-            rev = conn.execute(
-                "SELECT response_code FROM reversals WHERE acquirer=? AND rrn=? AND "
-                "settlement_mmdd=? AND payment_id IS NULL",
-                (k.acquirer, k.rrn, k.settlement_mmdd),
-            ).fetchone()
-            if rev is not None:  # reversed before it arrived: declined, never posted
-                record.state = PaymentState.DECLINED
-                record.response_code = "25"
-                record.answered_at = record.received_at
-            conn.execute(
-                f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq) VALUES "
-                f"({', '.join('?' * 23)}, ?)",
-                (*c.payment_params(record), self._next_seq()),
-            )
-            return record, True
+            return c.payment_from_row(row), False
 
         result: tuple[PaymentRecord, bool] = await self._submit(op)
         return result
@@ -334,6 +373,9 @@ class SqliteJournal:
                 self._insert_task(conn, task)
 
         await self._submit(op)
+        if reversal.payment_id is None:
+            k = reversal.key
+            self._tombstones.add((k.acquirer, k.rrn, k.settlement_mmdd))
 
     # -- the resolver's work ---------------------------------------------------------------
 

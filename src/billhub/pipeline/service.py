@@ -203,6 +203,8 @@ class Pipeline:
                 code,
                 now,
             )
+        elif route is not None and route.biller.status_is_authoritative:
+            return await self._post_local(request, route, record)
         try:
             stored, created = await self.journal.insert_payment(record)
         except JournalError:
@@ -214,6 +216,68 @@ class Pipeline:
             return d.payment_answer(self.rules, request, stored)
         remaining = route.budget - (self.clock.monotonic() - started)
         return await self._post(request, route, stored, remaining)
+
+    async def _post_local(
+        self, request: Message, route: BillerRoute, record: PaymentRecord
+    ) -> Message:
+        """The hub's own store: post in memory first, then one durable write.
+
+        Nothing leaves the process before the journal has the payment, so no
+        ``POSTING`` intent is needed: a crash before the commit loses the
+        in-memory posting with everything else, and the store is rebuilt from the
+        journal at start-up. If the key turns out to be taken (a repeat) or
+        reversed already, the in-memory posting is undone before answering.
+        """
+        t0 = self.clock.monotonic()
+        posted = False
+        try:
+            receipt = await route.biller.post_payment(self._order(record))
+        except BillerRejected as exc:
+            self._observe(route.code, "post_payment", t0, "rejected")
+            self._finish(record, PaymentState.DECLINED, d.refusal_code(exc))
+        except BillerError as exc:
+            self._observe(route.code, "post_payment", t0, _outcome(exc))
+            self._finish(record, PaymentState.DECLINED, d.UNAVAILABLE)  # nothing was posted
+        else:
+            self._observe(route.code, "post_payment", t0, "ok")
+            posted = True
+            self._approve(record, route, receipt)
+        try:
+            stored, created = await self.journal.insert_payment(record)
+        except JournalError:
+            self.counters.journal_errors += 1
+            await self._undo_local(route, record, posted)
+            return d.decline(self.rules, request, d.MALFUNCTION)
+        if not created or stored.state is not PaymentState.APPROVED:
+            await self._undo_local(route, record, posted)
+        if not created:
+            return self._repeat(request, stored, record.content)
+        return d.payment_answer(self.rules, request, stored)
+
+    async def _undo_local(self, route: BillerRoute, record: PaymentRecord, posted: bool) -> None:
+        if posted:
+            with contextlib.suppress(BillerError):
+                await route.biller.cancel_payment(record.payment_id)
+
+    def _order(self, record: PaymentRecord) -> PaymentOrder:
+        return PaymentOrder(
+            payment_id=record.payment_id,
+            account=record.account,
+            bill_id=record.bill_id,
+            amount=record.amount,
+            settlement_date=record.settlement_date,
+            acquirer=record.key.acquirer,
+            rrn=record.key.rrn.strip(),
+            channel=record.channel,
+            paid_at=record.received_at,
+        )
+
+    def _approve(self, record: PaymentRecord, route: BillerRoute, receipt: str) -> None:
+        record.approval_code = self.ids.approval_code()
+        record.receipt = receipt
+        record.customer_name = self._names.get((route.code, record.account))
+        record.answer_de48 = d.approved_de48(receipt, record.customer_name)
+        self._finish(record, PaymentState.APPROVED, d.APPROVED)
 
     def _repeat(self, request: Message, stored: PaymentRecord, content: str) -> Message:
         if stored.content != content:
@@ -227,17 +291,7 @@ class Pipeline:
     async def _post(
         self, request: Message, route: BillerRoute, record: PaymentRecord, budget: float
     ) -> Message:
-        order = PaymentOrder(
-            payment_id=record.payment_id,
-            account=record.account,
-            bill_id=record.bill_id,
-            amount=record.amount,
-            settlement_date=record.settlement_date,
-            acquirer=record.key.acquirer,
-            rrn=record.key.rrn.strip(),
-            channel=record.channel,
-            paid_at=record.received_at,
-        )
+        order = self._order(record)
         asked = False
         task: ResolverTask | None = None
         t0 = self.clock.monotonic()
@@ -261,11 +315,7 @@ class Pipeline:
                 task = self._resolve_task(record)
         else:
             self._observe(route.code, "post_payment", t0, "ok")
-            record.approval_code = self.ids.approval_code()
-            record.receipt = receipt
-            record.customer_name = self._names.get((route.code, record.account))
-            record.answer_de48 = d.approved_de48(receipt, record.customer_name)
-            self._finish(record, PaymentState.APPROVED, d.APPROVED)
+            self._approve(record, route, receipt)
         try:
             await self.journal.finish_payment(record, task=task)
         except JournalError:

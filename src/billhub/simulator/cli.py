@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from billhub.iso8583.mask import mask_account
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import load_spec
 from billhub.simulator import messages as m
-from billhub.simulator.load import run_load
+from billhub.simulator.demo_data import generate_accounts
+from billhub.simulator.load import make_workload, run_fast_load, run_load
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.tls import client_context
 
@@ -69,10 +71,48 @@ def add_switch_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     ld.add_argument("--in-flight", type=int, default=64)
     ld.add_argument("--duration", type=float, default=5.0)
     ld.add_argument("--warmup", type=float, default=0.5)
-    ld.add_argument("--kind", choices=["echo", "inquiry"], default="echo")
+    ld.add_argument("--kind", choices=["echo", "inquiry", "payment", "mix"], default="echo")
     ld.add_argument("--biller", default="100001")
-    ld.add_argument("--account", default="0100123456")
+    ld.add_argument("--account", default="0100123456", help="the account of --kind inquiry")
     ld.add_argument("--no-sign-on", action="store_true")
+    ld.add_argument(
+        "--engine",
+        choices=["fast", "link"],
+        default="fast",
+        help="fast: request templates and a minimal answer parser (default); "
+        "link: every message through SwitchLink and the codec (echo and inquiry only)",
+    )
+    ld.add_argument(
+        "--rate", type=float, default=0.0, help="open loop: requests per second (0: closed loop)"
+    )
+    ld.add_argument(
+        "--count", type=int, default=0, help="stop after N requests (after warm-up) are answered"
+    )
+    ld.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    demo = ld.add_argument_group(
+        "demo subscribers",
+        "inquiries and payments over generate_accounts(PREFIX, ACCOUNTS, SEED, today=TODAY), "
+        "the same arguments as the biller's (rest_biller, or the batch biller's bills file)",
+    )
+    demo.add_argument("--accounts", type=int, default=0, help="how many demo subscribers")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--prefix", default="01", help="2-digit account prefix")
+    demo.add_argument("--today", default=None, help="YYYY-MM-DD (default: today, UTC)")
+    demo.add_argument(
+        "--payment-share", type=float, default=0.5, help="share of payments in --kind mix"
+    )
+    demo.add_argument(
+        "--settlement-date", default=None, help="DE 15 of payments, MMDD (default: today, UTC)"
+    )
+    demo.add_argument(
+        "--rrn-tag",
+        type=int,
+        default=None,
+        help="first 4 RRN digits, unique per run against one journal (default: from the clock)",
+    )
+    demo.add_argument("--bill-offset", type=int, default=0, help="bills paid by earlier runs")
+    demo.add_argument("--account-offset", type=int, default=0, help="first account asked about")
+    demo.add_argument("--expect", default=None, help="expect this DE 39 for every answer")
     p.set_defaults(func=func)
 
 
@@ -161,6 +201,57 @@ async def _session(args: argparse.Namespace) -> list[Message]:
 
 
 async def _load(args: argparse.Namespace, codec: Codec, ctx: Any) -> list[Message]:
+    if args.engine == "link":
+        return await _load_link(args, codec, ctx)
+    accounts = None
+    if args.accounts > 0:
+        today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
+        accounts = generate_accounts(args.prefix, args.accounts, args.seed, today=today)
+    rrn_tag = args.rrn_tag if args.rrn_tag is not None else int(time.time()) % 10_000
+    try:
+        workload = make_workload(
+            codec,
+            args.kind,
+            biller=args.biller,
+            account=args.account,
+            accounts=accounts,
+            payment_share=args.payment_share,
+            settlement_date=args.settlement_date or _today_mmdd(),
+            rrn_tag=rrn_tag,
+            acq=m.Acquirer(acquirer=args.acquirer),
+            bill_offset=args.bill_offset,
+            account_offset=args.account_offset,
+            expect=args.expect,
+        )
+    except ValueError as exc:
+        raise ConfigError("switch load", str(exc)) from None
+    result = await run_fast_load(
+        args.host,
+        args.port,
+        ctx,
+        codec,
+        workload,
+        links=args.links,
+        in_flight=args.in_flight,
+        duration=args.duration,
+        warmup=args.warmup,
+        sign_on=not args.no_sign_on,
+        timeout=args.timeout,
+        rate=args.rate,
+        count=args.count,
+    )
+    summary = result.summary()
+    summary["rrn_tag"] = rrn_tag
+    print(json.dumps(summary) if args.json else result.line())
+    return []
+
+
+async def _load_link(args: argparse.Namespace, codec: Codec, ctx: Any) -> list[Message]:
+    """The original engine: every message through SwitchLink, Link and the codec."""
+    if args.kind not in ("echo", "inquiry") or args.rate or args.count or args.accounts:
+        raise ConfigError(
+            "switch load", "--engine link does only --kind echo|inquiry, closed loop, by duration"
+        )
     if args.kind == "echo":
 
         def make(i: int) -> Message:
@@ -181,8 +272,11 @@ async def _load(args: argparse.Namespace, codec: Codec, ctx: Any) -> list[Messag
         duration=args.duration,
         warmup=args.warmup,
         sign_on=not args.no_sign_on,
+        timeout=args.timeout,
     )
-    print(json.dumps(result.summary()) if args.json else result.line())
+    summary = result.summary()
+    summary["engine"] = "link"
+    print(json.dumps(summary) if args.json else result.line())
     return []
 
 

@@ -89,6 +89,7 @@ class LinkProtocol(asyncio.Protocol):
         self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._flush_soon = False
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -258,7 +259,15 @@ class LinkProtocol(asyncio.Protocol):
         if was_saturated:
             link.resume(self._loop.time())  # take the frames held back by the bound
             self._after()
-        else:
+        elif not self._flush_soon:
+            # Answers completed in the same loop turn leave in one write (one TLS
+            # record, one send) rather than one each.
+            self._flush_soon = True
+            self._loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_soon = False
+        if not self._closed:
             self._flush()
 
     @property

@@ -1,0 +1,111 @@
+"""The hub's observability, built once: logs, metrics and billers' health, as observers.
+
+:func:`build_observability` gives the composition root (:mod:`billhub.hub`) what to
+plug where one observer is expected: ``link_observer`` for the transport (logs, then
+metrics), ``pipeline_observer`` for the pipeline and the resolver (health, then
+metrics), ``journal_hooks()`` for the SQLite journal's commit hook. With metrics off
+(``[admin] metrics = false``) only logs and health are kept and nothing is counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Protocol
+
+from billhub.iso8583.spec import LinkRules
+from billhub.link.observer import LinkObserver
+from billhub.observability.admin import AdminServer
+from billhub.observability.health import BillerHealth
+from billhub.observability.metrics import (
+    FanoutObserver,
+    FanoutPipelineObserver,
+    LinksSource,
+    Metrics,
+)
+from billhub.observability.watch import Backlog, BillerInfo, HubWatch, TotalsSource
+from billhub.pipeline.ports import PipelineObserver
+
+
+class _LoadResult(Protocol):
+    """What of a bills-file load result is counted (``connectors.batch.LoadResult``)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def outcome(self) -> str: ...  # a StrEnum
+
+
+@dataclass
+class Observability:
+    metrics: Metrics | None
+    health: BillerHealth
+    billers: Sequence[BillerInfo]
+    link_observer: LinkObserver
+    pipeline_observer: PipelineObserver
+
+    def journal_hooks(self) -> dict[str, Any]:
+        """Keyword arguments for ``SqliteJournal``: its commit hook and clock, if counted."""
+        if self.metrics is None:
+            return {}
+        return {"on_commit": self.metrics.journal_commit, "clock": time.perf_counter}
+
+    def reconciliation_finding(self, biller: str) -> None:
+        """Count one reconciliation difference for ``biller`` (a no-op with metrics off)."""
+        if self.metrics is not None:
+            self.metrics.reconciliation_finding(biller)
+
+    def bills_file(self, biller: str, result: _LoadResult) -> None:
+        """Count one bills file taken from ``biller``'s inbox."""
+        if self.metrics is not None:
+            self.metrics.bills_file(biller, str(result.outcome), result.rows)
+
+    def admin_server(
+        self,
+        *,
+        links: LinksSource,
+        day_totals: TotalsSource | None,
+        backlog: Backlog | None,
+        business_day: Callable[[], date],
+    ) -> AdminServer:
+        """The admin port's server, reading the running hub through these callbacks."""
+        watch = HubWatch(
+            links=links,
+            billers=self.billers,
+            health=self.health,
+            day_totals=day_totals,
+            backlog=backlog,
+            metrics=self.metrics,
+            business_day=business_day,
+        )
+        return AdminServer(watch.readiness, status=watch.status, metrics=watch.metrics_text)
+
+
+def build_observability(
+    log_observer: LinkObserver,
+    *,
+    billers: Sequence[BillerInfo],
+    rules: LinkRules,
+    refusal_reasons: Sequence[str],
+    metrics: bool,
+) -> Observability:
+    """Logs and health always; metrics when asked (the admin port serves them)."""
+    health = BillerHealth(b.code for b in billers)
+    if not metrics:
+        return Observability(None, health, billers, log_observer, health)
+    m = Metrics(
+        billers=[b.code for b in billers],
+        batch_billers=[b.code for b in billers if b.kind == "batch"],
+        rules=rules,
+        refusal_reasons=refusal_reasons,
+    )
+    return Observability(
+        m,
+        health,
+        billers,
+        FanoutObserver(log_observer, m),
+        FanoutPipelineObserver(health, m),
+    )

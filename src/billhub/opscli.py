@@ -1,0 +1,433 @@
+"""Operators' commands: ``billhub status`` and ``billhub journal show``.
+
+``status`` reads a running hub's admin port (``/status``) and prints links, billers,
+the resolver's backlog and the business day's totals as a table (``--json``: the
+API's JSON as is). ``journal show --rrn`` prints one transaction's whole story from
+the journal: the request, the answer, the posting at the biller, the resolver's
+work and the reversal, with the account masked.
+
+The journal is opened read-only (``mode=ro``): the command is safe next to a
+running hub (WAL readers never block its writer) and never creates or migrates a
+file. Every failure is one line on stderr and a non-zero exit (the ``cli`` main
+turns :class:`OpsError` into that line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from billhub.config import load_config
+from billhub.errors import BillhubError
+from billhub.iso8583.mask import mask_account
+from billhub.journal import codec as c
+from billhub.money import Amount
+from billhub.pipeline.model import PaymentRecord, ResolverTask, ReversalRecord
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9100"
+
+
+class OpsError(BillhubError):
+    """An operator command could not do its job; the message is the one line shown."""
+
+
+def add_ops_parsers(sub: Any) -> None:
+    """Register ``status`` and ``journal show`` on the ``billhub`` sub-parsers."""
+    st = sub.add_parser("status", help="links, billers, backlog and today's totals of a hub")
+    st.add_argument(
+        "--url", default=DEFAULT_ADMIN_URL, help=f"admin port (default {DEFAULT_ADMIN_URL})"
+    )
+    st.add_argument("--json", action="store_true", help="print the status API's JSON")
+    st.add_argument("--timeout", type=float, default=5.0)
+    st.set_defaults(func=cmd_status)
+
+    j = sub.add_parser("journal", help="read the journal")
+    jsub = j.add_subparsers(dest="journal_command", required=True)
+    show = jsub.add_parser("show", help="one transaction's whole story, by RRN")
+    show.add_argument("--rrn", required=True, help="retrieval reference number (DE 37)")
+    show.add_argument("--config", default="billhub.toml", help="the hub's configuration")
+    show.add_argument("--journal", default=None, help="journal file (instead of --config)")
+    show.add_argument("--acquirer", default=None, help="DE 32, when the RRN is not unique")
+    show.add_argument("--date", default=None, help="settlement date MMDD (DE 15)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=cmd_journal_show)
+
+
+# -- billhub status -----------------------------------------------------------------------
+
+
+def fetch_status(url: str, timeout: float) -> dict[str, Any]:
+    """GET ``URL/status``; raises :class:`OpsError` with one line on any failure."""
+    base = url.rstrip("/")
+    if not base.endswith("/status"):
+        base += "/status"
+    if not base.startswith(("http://", "https://")):
+        raise OpsError(f"--url must start with http:// or https://, not {url!r}")
+    try:
+        with urllib.request.urlopen(base, timeout=timeout) as resp:  # noqa: S310 (checked above)
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise OpsError(f"{base}: not found (is this a billhub admin port?)") from None
+        raise OpsError(f"{base}: HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise OpsError(f"cannot reach the hub's admin port at {url}: {exc.reason}") from None
+    except (TimeoutError, OSError) as exc:
+        raise OpsError(f"cannot reach the hub's admin port at {url}: {exc}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise OpsError(f"{base}: the answer is not JSON (is this a billhub admin port?)") from None
+    if not isinstance(data, dict) or "links" not in data:
+        raise OpsError(f"{base}: the answer is not a billhub status")
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = fetch_status(args.url, args.timeout)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_status(data, args.url))
+    return 0
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  " + "  ".join(out).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _money(minor: Any, currency: Any) -> str:
+    if not isinstance(minor, int):
+        return "-"
+    return Amount(minor, str(currency or "760")).format()
+
+
+def render_status(data: dict[str, Any], url: str) -> str:
+    """The status JSON as a terminal table."""
+    lines: list[str] = []
+    state = "READY" if data.get("ready") else "NOT READY"
+    lines.append(
+        f"billhub at {url}: {state}  (up {_duration(float(data.get('uptime_s', 0)))}, "
+        f"business day {data.get('business_day', '-')})"
+    )
+    for p in data.get("problems", []):
+        lines.append(f"  problem: {p}")
+    for w in data.get("warnings", []):
+        lines.append(f"  warning: {w}")
+
+    links = data.get("links", [])
+    signed = sum(1 for link in links if link.get("state") == "signed_on")
+    lines += ["", f"LINKS  {len(links)} connected, {signed} signed on"]
+    if links:
+        rows = [
+            [
+                str(link.get("link", "")),
+                str(link.get("peer", "")),
+                str(link.get("subject", "")),
+                str(link.get("state", "")),
+                str(link.get("in_flight", "")),
+            ]
+            for link in links
+        ]
+        lines += _table(["LINK", "PEER", "SUBJECT", "STATE", "IN FLIGHT"], rows, {4})
+
+    billers = data.get("billers", [])
+    lines += ["", "BILLERS"]
+    if billers:
+        rows = []
+        for b in billers:
+            today = b.get("today") or {}
+            cur = today.get("currency")
+            err = b.get("recent_error_rate")
+            rows.append(
+                [
+                    str(b.get("code", "")),
+                    str(b.get("name", "")),
+                    str(b.get("kind", "")),
+                    str(b.get("state", "")),
+                    f"{err * 100:.1f} %" if isinstance(err, int | float) else "-",
+                    str(b.get("recent_calls", "-")),
+                    str(today.get("approved_count", "-")),
+                    _money(today.get("approved_amount"), cur),
+                    str(today.get("reversal_count", "-")),
+                    _money(today.get("reversal_amount"), cur),
+                ]
+            )
+        headers = [
+            "CODE",
+            "NAME",
+            "KIND",
+            "STATE",
+            "ERRORS",
+            "CALLS",
+            "APPROVED",
+            "AMOUNT",
+            "REVERSED",
+            "AMOUNT",
+        ]
+        lines += _table(headers, rows, {4, 5, 6, 7, 8, 9})
+        for b in billers:
+            if b.get("last_failure"):
+                ago = b.get("last_failure_s_ago")
+                when = f" ({_duration(float(ago))} ago)" if isinstance(ago, int | float) else ""
+                lines.append(f"  {b.get('code')}: last failure {b['last_failure']}{when}")
+            err = (b.get("today") or {}).get("error")
+            if err:
+                lines.append(f"  {b.get('code')}: today's totals unavailable: {err}")
+    else:
+        lines.append("  (none configured)")
+
+    res = data.get("resolver") or {}
+    lines.append("")
+    if "error" in res:
+        lines.append(f"RESOLVER  unavailable: {res['error']}")
+    elif res:
+        oldest = ""
+        if res.get("backlog"):
+            oldest = f", oldest {_duration(float(res.get('oldest_age_s') or 0))} old"
+        lines.append(f"RESOLVER  backlog {res.get('backlog', 0)}{oldest}")
+    else:
+        lines.append("RESOLVER  (none)")
+    return "\n".join(lines) + "\n"
+
+
+# -- billhub journal show -------------------------------------------------------------------
+
+
+@dataclass
+class Story:
+    """One transaction in the journal: its payment, reversal and resolver tasks."""
+
+    payment: PaymentRecord | None
+    reversal: ReversalRecord | None
+    tasks: list[tuple[ResolverTask, str | None, str | None]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        rec = self.payment or self.reversal
+        assert rec is not None
+        return rec.key.acquirer, rec.key.rrn, rec.key.settlement_mmdd
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    if args.journal:
+        return Path(args.journal)
+    config = load_config(Path(args.config))
+    if config.journal.kind != "sqlite" or config.journal.path is None:
+        raise OpsError('journal show reads SQLite journals only ([journal] kind = "sqlite")')
+    return config.journal.path
+
+
+def read_stories(
+    path: Path, rrn: str, *, acquirer: str | None = None, mmdd: str | None = None
+) -> list[Story]:
+    """Every payment and reversal with this RRN (and acquirer, date), read-only."""
+    if not path.is_file():
+        raise OpsError(f"no journal at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise OpsError(f"cannot open the journal {path}: {exc}") from None
+    try:
+        return _read(conn, rrn.strip(), acquirer, mmdd)
+    except sqlite3.Error as exc:
+        raise OpsError(f"cannot read the journal {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _read(
+    conn: sqlite3.Connection, rrn: str, acquirer: str | None, mmdd: str | None
+) -> list[Story]:
+    where = "rtrim(rrn) = ?"
+    params: list[str] = [rrn]
+    if acquirer is not None:
+        where += " AND acquirer = ?"
+        params.append(acquirer)
+    if mmdd is not None:
+        where += " AND settlement_mmdd = ?"
+        params.append(mmdd)
+    payments = [
+        c.payment_from_row(r)
+        for r in conn.execute(
+            f"SELECT {c.PAYMENT_COLUMNS} FROM payments WHERE {where} ORDER BY seq",  # noqa: S608
+            params,
+        )
+    ]
+    reversals = [
+        c.reversal_from_row(r)
+        for r in conn.execute(
+            f"SELECT {c.REVERSAL_COLUMNS} FROM reversals WHERE {where} ORDER BY seq",  # noqa: S608
+            params,
+        )
+    ]
+    stories: dict[tuple[str, str, str], Story] = {}
+    for p in payments:
+        stories[(p.key.acquirer, p.key.rrn, p.key.settlement_mmdd)] = Story(p, None)
+    for rv in reversals:
+        k = (rv.key.acquirer, rv.key.rrn, rv.key.settlement_mmdd)
+        if k in stories:
+            stories[k].reversal = rv
+        else:
+            stories[k] = Story(None, rv)
+    for story in stories.values():
+        pid = story.payment.payment_id if story.payment else None
+        pid = pid or (story.reversal.payment_id if story.reversal else None)
+        if pid is None:
+            continue
+        for row in conn.execute(
+            f"SELECT {c.TASK_COLUMNS}, done_at, outcome FROM tasks "  # noqa: S608
+            "WHERE payment_id = ? ORDER BY task_id",
+            (pid,),
+        ):
+            story.tasks.append((c.task_from_row(row[:9]), row[9], row[10]))
+    return list(stories.values())
+
+
+def _ts(value: Any) -> str | None:
+    return c.ts(value) if value is not None else None
+
+
+def story_json(s: Story) -> dict[str, Any]:
+    """A story as JSON, the account masked and DE 48 left out (names, bill data)."""
+    out: dict[str, Any] = {
+        "acquirer": s.key[0],
+        "rrn": s.key[1].rstrip(),
+        "settlement_mmdd": s.key[2],
+        "payment": None,
+        "reversal": None,
+        "tasks": [],
+    }
+    if (p := s.payment) is not None:
+        out["payment"] = {
+            "request": {
+                "received_at": _ts(p.received_at),
+                "biller": p.biller,
+                "account": mask_account(p.account),
+                "bill_id": p.bill_id,
+                "amount": p.amount,
+                "currency": p.currency,
+                "channel": p.channel,
+                "forwarder": p.forwarder,
+                "settlement_date": p.settlement_date.isoformat(),
+            },
+            "answer": {
+                "response_code": p.response_code,
+                "state": p.state.value,
+                "answered_at": _ts(p.answered_at),
+                "approval_code": p.approval_code,
+            },
+            "posting": {
+                "payment_id": p.payment_id,
+                "receipt": p.receipt,
+                "reversed": p.reversed,
+                "resolution": p.resolution.value if p.resolution else None,
+            },
+        }
+    if (r := s.reversal) is not None:
+        out["reversal"] = {
+            "received_at": _ts(r.received_at),
+            "amount": r.amount,
+            "response_code": r.response_code,
+            "payment_id": r.payment_id,
+            "booked_on": r.booked_on.isoformat() if r.booked_on else None,
+            "cancel_state": r.cancel_state,
+        }
+    for t, done_at, outcome in s.tasks:
+        out["tasks"].append(
+            {
+                "task_id": t.task_id,
+                "kind": t.kind.value,
+                "attempts": t.attempts,
+                "created_at": _ts(t.created_at),
+                "next_at": _ts(t.next_at),
+                "done_at": done_at,
+                "outcome": outcome,
+                "detail": t.detail,
+            }
+        )
+    return out
+
+
+def render_story(s: Story) -> str:
+    d = story_json(s)
+    lines = [f"RRN {d['rrn']}  acquirer {d['acquirer']}  settlement {d['settlement_mmdd']}"]
+    p = d["payment"]
+    if p is None:
+        lines.append("  payment   none in the journal (the original was never seen)")
+    else:
+        rq, an, po = p["request"], p["answer"], p["posting"]
+        money = _money(rq["amount"], rq["currency"])
+        lines += [
+            f"  request   {rq['received_at']}  biller {rq['biller']}  account {rq['account']}"
+            f"  bill {rq['bill_id'] or '-'}",
+            f"            amount {money} ({rq['currency']})  channel {rq['channel']}"
+            f"  forwarder {rq['forwarder']}  settlement date {rq['settlement_date']}",
+            f"  answer    {an['response_code'] or '-'} ({an['state']})"
+            f"  at {an['answered_at'] or '-'}  approval {an['approval_code'] or '-'}",
+            f"  posting   payment id {po['payment_id']}  receipt {po['receipt'] or '-'}"
+            f"  reversed {'yes' if po['reversed'] else 'no'}"
+            f"  resolution {po['resolution'] or '-'}",
+        ]
+    for t in d["tasks"]:
+        state = f"done {t['done_at']}: {t['outcome']}" if t["done_at"] else "open"
+        detail = "  " + json.dumps(t["detail"], sort_keys=True) if t["detail"] else ""
+        lines.append(
+            f"  resolver  task {t['task_id']} {t['kind']}  attempts {t['attempts']}"
+            f"  created {t['created_at']}  {state}{detail}"
+        )
+    r = d["reversal"]
+    if r is None:
+        lines.append("  reversal  none")
+    else:
+        lines.append(
+            f"  reversal  {r['received_at']}  amount {_money(r['amount'], None)}"
+            f"  answer {r['response_code']}  booked on {r['booked_on'] or '-'}"
+            f"  cancel {r['cancel_state']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_journal_show(args: argparse.Namespace) -> int:
+    path = _journal_path(args)
+    stories = read_stories(path, args.rrn, acquirer=args.acquirer, mmdd=args.date)
+    if not stories:
+        raise OpsError(
+            f"no payment or reversal with RRN {args.rrn.strip()} in {path} "
+            "(inquiries are not journaled)"
+        )
+    if args.json:
+        print(json.dumps([story_json(s) for s in stories], indent=2, sort_keys=True))
+    else:
+        sys.stdout.write("\n".join(render_story(s) for s in stories))
+    return 0
