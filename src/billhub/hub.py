@@ -29,6 +29,7 @@ from billhub.link.core import Timers
 from billhub.link.observer import LinkObserver
 from billhub.observability.admin import AdminServer
 from billhub.observability.logs import LogObserver, get_logger
+from billhub.observability.logs import flush as flush_logs
 from billhub.observability.watch import BillerInfo
 from billhub.observability.wiring import Observability, build_observability
 from billhub.pipeline.ports import Biller, RequestHandler
@@ -385,9 +386,17 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         spec=hub.codec.spec.name,
         billers=sorted(hub.billers),
     )
+    flush_logs()  # operators and scripts wait for this line
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
+
+    async def flush_periodically() -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            flush_logs()
+
+    flusher = loop.create_task(flush_periodically())
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -405,4 +414,6 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     await stop.wait()
     log.info("shutting_down", grace_s=config.link.shutdown_grace_s, links=len(hub.server.links))
     await hub.stop(config.link.shutdown_grace_s)
+    flusher.cancel()
     log.info("stopped")
+    flush_logs()

@@ -44,6 +44,13 @@ class Codec:
         self._fields: dict[int, FieldSpec] = {
             int(k): f for k, f in spec.fields.items() if k.isdigit() and k != "1"
         }
+        # Per-field facts looked up once per field of every message (the hot path).
+        self._by_key: dict[str, tuple[int, FieldSpec]] = {
+            str(n): (n, f) for n, f in self._fields.items()
+        }
+        self._wide_fixed = frozenset(
+            n for n, f in self._fields.items() if f.fixed and f.encoding != "ascii"
+        )
 
     # -- decoding ----------------------------------------------------------------
 
@@ -67,15 +74,19 @@ class Codec:
                 "message", 0, f"a decodable message ({type(exc).__name__})", mti, {}
             ) from None
         fields: dict[int, str] = {}
+        by_key = self._by_key
+        wide_fixed = self._wide_fixed
         for key, value in doc.items():
-            if key in ("t", "p", "1", "h"):
+            entry = by_key.get(key)
+            if entry is None:  # MTI, bitmaps
                 continue
-            n = int(key)
-            spec = self._fields[n]
-            if not spec.fixed and not enc[key]["len"].isdigit():  # pyiso8583 takes int(" 6")
+            n, spec = entry
+            if spec.fixed:
+                # ASCII fixed fields are exactly their bytes; a UTF-8 one may not be.
+                if n in wide_fixed and len(value) != spec.length:
+                    raise self._error(f"DE {n}", -1, f"{spec.describe()}", mti, doc)
+            elif not enc[key]["len"].isdigit():  # pyiso8583 takes int(" 6")
                 raise self._error(f"DE {n}", -1, f"{spec.describe()} (length digits)", mti, doc)
-            if spec.fixed and len(value) != spec.length:  # UTF-8 can shift characters vs bytes
-                raise self._error(f"DE {n}", -1, f"{spec.describe()}", mti, doc)
             if not spec.check(value):
                 raise self._error(f"DE {n}", -1, f"{spec.describe()} ({spec.name})", mti, doc)
             fields[n] = value
@@ -182,17 +193,23 @@ class Codec:
         if len(msg.mti) != 4 or not msg.mti.isdigit():
             raise LocalProtocolError("MTI must be 4 digits")
         doc: dict[str, str] = {"t": msg.mti}
+        fields = self._fields
         for n, given in msg.fields.items():
-            spec = self._fields.get(n)
+            spec = fields.get(n)
             if spec is None:
                 raise LocalProtocolError(f"DE {n} is not defined in spec {self.spec.name}")
             value = given
             if spec.fixed:
-                value = spec.pad(given)
                 if len(value) != spec.length:
-                    raise LocalProtocolError(f"DE {n} must be {spec.describe()}")
-            elif len(value.encode(spec.encoding, "replace")) > spec.length:
-                raise LocalProtocolError(f"DE {n} longer than {spec.describe()}")
+                    value = spec.pad(given)
+                    if len(value) != spec.length:
+                        raise LocalProtocolError(f"DE {n} must be {spec.describe()}")
+            else:
+                size = (
+                    len(value) if value.isascii() else len(value.encode(spec.encoding, "replace"))
+                )
+                if size > spec.length:
+                    raise LocalProtocolError(f"DE {n} longer than {spec.describe()}")
             if not spec.check(value):
                 raise LocalProtocolError(f"DE {n} is not {spec.describe()}")
             doc[str(n)] = value

@@ -31,6 +31,9 @@ from billhub.pipeline.ports import (
     PipelineObserver,
 )
 
+#: The biller operation a task's work is counted under (a status call, then a cancel).
+_OPERATION = {TaskKind.RESOLVE: "payment_status", TaskKind.CANCEL: "cancel_payment"}
+
 
 @dataclass
 class ResolverStats:
@@ -120,6 +123,7 @@ class Resolver:
 
     async def _attempt(self, task: ResolverTask) -> None:
         biller = self.billers.get(task.biller)
+        t0 = self.clock.monotonic()
         try:
             if biller is None:
                 raise BillerError(f"biller {task.biller} is not configured")
@@ -128,12 +132,19 @@ class Resolver:
                     await self._resolve(task, biller)
                 else:
                     await self._cancel(task, biller)
+            self.observer.biller_call(task.biller, _OPERATION[task.kind], self._since(t0), "ok")
         except (BillerError, TimeoutError, JournalError, OSError) as exc:
             outcome = "timeout" if isinstance(exc, TimeoutError) else "unavailable"
             if isinstance(exc, BillerRejected):
                 outcome = "rejected"
-            self.observer.biller_call(task.biller, task.kind.value, 0.0, outcome)
+            if biller is not None and not isinstance(exc, JournalError):
+                self.observer.biller_call(
+                    task.biller, _OPERATION[task.kind], self._since(t0), outcome
+                )
             await self._retry(task, type(exc).__name__)
+
+    def _since(self, t0: float) -> float:
+        return self.clock.monotonic() - t0
 
     async def _resolve(self, task: ResolverTask, biller: Biller) -> None:
         status = await biller.payment_status(task.payment_id)

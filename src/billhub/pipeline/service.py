@@ -120,7 +120,10 @@ class Pipeline:
         account = request.fields[102]
         t0 = self.clock.monotonic()
         try:
-            async with asyncio.timeout(route.budget), route.slots:
+            if route.online:
+                async with asyncio.timeout(route.budget), route.slots:
+                    bills = await route.biller.open_bills(account)
+            else:  # the hub's own store answers from memory: no budget to police
                 bills = await route.biller.open_bills(account)
         except BillerRejected as exc:
             self._observe(route.code, "open_bills", t0, "rejected")
