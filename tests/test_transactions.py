@@ -346,13 +346,12 @@ async def test_a_slow_biller_does_not_starve_the_others(tmp_path: Path, pki) -> 
             for a in world.rest_accounts[:20]
         ]
         await asyncio.sleep(0.05)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        fast = await link.request(
-            m.inquiry(BATCH, find(world.batch_accounts).account, world.next_rrn())
-        )
+        acct = find(world.batch_accounts).account
+        fast = await link.request(m.inquiry(BATCH, acct, world.next_rrn()))
         assert fast.fields[39] == "00"
-        assert loop.time() - t0 < 0.5, "the batch biller answers while the REST one is stuck"
+        assert not any(f.done() for f in slow), (
+            "the batch biller answered while every request to the stuck REST biller waited"
+        )
         codes = {r.fields[39] for r in await asyncio.gather(*slow)}
         assert codes == {"91"}, "the slow biller's requests run out of their own budget"
     finally:

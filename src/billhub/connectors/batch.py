@@ -92,6 +92,7 @@ from billhub.pipeline.model import (
     StatusAnswer,
 )
 from billhub.pipeline.ports import PaymentsLedger
+from billhub.sqlite_schema import SchemaTooNew, migrate
 
 __all__ = ["SCHEMA_VERSION", "BatchConnector", "LoadOutcome", "LoadResult", "PaymentLookup"]
 
@@ -679,31 +680,10 @@ class BatchConnector:
         return index, {k: tuple(v) for k, v in memo.items()}
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_on TEXT NOT NULL)"
-        )
-        done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
-        if done and max(done) > SCHEMA_VERSION:
-            raise BillerUnavailable(
-                f"batch store {self.db_path} has schema {max(done)}, newer than this "
-                f"hub's {SCHEMA_VERSION}"
-            )
-        for version, description, statements in _MIGRATIONS:
-            if version in done:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql in statements:
-                    conn.execute(sql)
-                conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (version, description, self._today().isoformat()),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        try:
+            migrate(conn, _MIGRATIONS, self._today().isoformat())
+        except SchemaTooNew as exc:
+            raise BillerUnavailable(f"batch store {self.db_path}: {exc}") from None
 
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from billhub.pipeline.model import (
 )
 from billhub.settlement.model import Finding, FindingKind, ImportOutcome, Reconciliation, Totals
 from billhub.settlement.ports import CutoverRecord
+from billhub.sqlite_schema import SchemaTooNew, migrate
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -103,7 +104,7 @@ class SqliteJournal:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
-            self._migrate(conn)
+            migrate(conn, MIGRATIONS, datetime.now(UTC).isoformat(timespec="seconds"))
             row = conn.execute(
                 "SELECT max(s) FROM (SELECT max(seq) AS s FROM payments "
                 "UNION ALL SELECT max(seq) FROM reversals)"
@@ -115,34 +116,11 @@ class SqliteJournal:
                     "SELECT acquirer, rrn, settlement_mmdd FROM reversals WHERE payment_id IS NULL"
                 )
             }
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, SchemaTooNew) as exc:
             if conn is not None:
                 conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
         self._conn = conn
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
-        for version, description, statements in MIGRATIONS:
-            if version in done:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql in statements:
-                    conn.execute(sql)
-                conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, datetime('now'))",
-                    (version, description),
-                )
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                conn.execute("ROLLBACK")
-                raise
 
     def schema_version(self) -> int:
         if self._conn is None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -65,9 +65,7 @@ def parse_settlement_file(data: bytes) -> list[SettlementLine]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SettlementFileError(
-            data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8"
-        ) from None
+        raise SettlementFileError(data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8") from None
     raw_lines = text.removeprefix("\ufeff").split("\n")
     if raw_lines[-1] == "":
         raw_lines.pop()  # the final line end
@@ -262,133 +260,109 @@ def match_lines(
             source=f"{source_prefix}{line.line_no}" if line is not None else "",
         )
 
-    # Payment lines against approved payments.
-    for key, line in sorted(pay_lines.items(), key=lambda kv: kv[1].line_no):
-        p = hub_pay.get(key)
-        if p is None:
-            findings.append(
-                finding(
-                    FindingKind.SWITCH_ONLY,
-                    key,
-                    line.biller,
-                    "payment settled by the switch; " + _hub_payment_state(hub_any.get(key)),
-                    switch=line.amount,
-                    line=line,
+    def compare(
+        side_lines: dict[_Key, SettlementLine],
+        hub: Mapping[_Key, PaymentRecord | ReversalRecord],
+        *,
+        noun: str,
+        switch_wrong_biller: str,
+        hub_wrong_biller: str,
+        switch_only: FindingKind,
+        hub_only: FindingKind,
+        switch_only_detail: Callable[[_Key], str],
+        hub_only_detail: Callable[[PaymentRecord | ReversalRecord], str],
+    ) -> int:
+        """One kind of line (payments, or reversals) against the hub's; returns clean lines."""
+        ok = 0
+        for key, line in sorted(side_lines.items(), key=lambda kv: kv[1].line_no):
+            h = hub.get(key)
+            if h is None:
+                findings.append(
+                    finding(
+                        switch_only,
+                        key,
+                        line.biller,
+                        switch_only_detail(key),
+                        switch=line.amount,
+                        line=line,
+                    )
                 )
-            )
-        elif p.biller != line.biller:
-            findings.append(
-                finding(
-                    FindingKind.SWITCH_ONLY,
-                    key,
-                    line.biller,
-                    f"payment settled by the switch for this biller; the hub approved it for "
-                    f"biller {p.biller}",
-                    switch=line.amount,
-                    line=line,
+            elif h.biller != line.biller:  # cleared to another company: each one's exception
+                findings.append(
+                    finding(
+                        switch_only,
+                        key,
+                        line.biller,
+                        switch_wrong_biller.format(other=h.biller),
+                        switch=line.amount,
+                        line=line,
+                    )
                 )
-            )
-            findings.append(
-                finding(
-                    FindingKind.HUB_ONLY,
-                    key,
-                    p.biller,
-                    f"payment approved by the hub for this biller; the switch settled it for "
-                    f"biller {line.biller}",
-                    hub=p.amount,
-                    line=line,
+                findings.append(
+                    finding(
+                        hub_only,
+                        key,
+                        h.biller,
+                        hub_wrong_biller.format(other=line.biller),
+                        hub=h.amount,
+                        line=line,
+                    )
                 )
-            )
-        elif p.amount != line.amount:
-            findings.append(
-                finding(
-                    FindingKind.AMOUNT_DIFFERS,
-                    key,
-                    p.biller,
-                    f"payment amounts differ by {_fmt(line.amount - p.amount)} (switch - hub)",
-                    hub=p.amount,
-                    switch=line.amount,
-                    line=line,
+            elif h.amount != line.amount:
+                findings.append(
+                    finding(
+                        FindingKind.AMOUNT_DIFFERS,
+                        key,
+                        h.biller,
+                        f"{noun} amounts differ by {_fmt(line.amount - h.amount)} (switch - hub)",
+                        hub=h.amount,
+                        switch=line.amount,
+                        line=line,
+                    )
                 )
-            )
-        else:
-            clean += 1
-    for key in sorted(hub_pay.keys() - pay_lines.keys()):
-        p = hub_pay[key]
-        findings.append(
-            finding(
-                FindingKind.HUB_ONLY,
-                key,
-                p.biller,
-                "payment approved by the hub, not in the switch's settlement file"
-                + ("; the hub has it reversed" if p.reversed else ""),
-                hub=p.amount,
-            )
-        )
+            else:
+                ok += 1
+        for key in sorted(hub.keys() - side_lines.keys()):
+            h = hub[key]
+            findings.append(finding(hub_only, key, h.biller, hub_only_detail(h), hub=h.amount))
+        return ok
 
-    # Reversal lines against reversals the hub answered 00.
-    for key, line in sorted(rev_lines.items(), key=lambda kv: kv[1].line_no):
-        r = hub_rev.get(key)
-        if r is None:
-            findings.append(
-                finding(
-                    FindingKind.REVERSED_ONE_SIDE,
-                    key,
-                    line.biller,
-                    "reversed by the switch only; "
-                    + _hub_reversal_state(hub_rev_any.get(key), hub_any.get(key)),
-                    switch=line.amount,
-                    line=line,
-                )
-            )
-        elif r.biller != line.biller:
-            findings.append(
-                finding(
-                    FindingKind.REVERSED_ONE_SIDE,
-                    key,
-                    line.biller,
-                    f"reversed by the switch for this biller; the hub reversed it for "
-                    f"biller {r.biller}",
-                    switch=line.amount,
-                    line=line,
-                )
-            )
-            findings.append(
-                finding(
-                    FindingKind.REVERSED_ONE_SIDE,
-                    key,
-                    r.biller,
-                    f"reversed by the hub for this biller; the switch reversed it for "
-                    f"biller {line.biller}",
-                    hub=r.amount,
-                    line=line,
-                )
-            )
-        elif r.amount != line.amount:
-            findings.append(
-                finding(
-                    FindingKind.AMOUNT_DIFFERS,
-                    key,
-                    r.biller,
-                    f"reversal amounts differ by {_fmt(line.amount - r.amount)} (switch - hub)",
-                    hub=r.amount,
-                    switch=line.amount,
-                    line=line,
-                )
-            )
-        else:
-            clean += 1
-    for key in sorted(hub_rev.keys() - rev_lines.keys()):
-        r = hub_rev[key]
-        findings.append(
-            finding(
-                FindingKind.REVERSED_ONE_SIDE,
-                key,
-                r.biller,
-                "reversed by the hub only; the switch's settlement file has no reversal line",
-                hub=r.amount,
-            )
-        )
+    clean += compare(
+        pay_lines,
+        hub_pay,
+        noun="payment",
+        switch_wrong_biller="payment settled by the switch for this biller; the hub approved it "
+        "for biller {other}",
+        hub_wrong_biller="payment approved by the hub for this biller; the switch settled it "
+        "for biller {other}",
+        switch_only=FindingKind.SWITCH_ONLY,
+        hub_only=FindingKind.HUB_ONLY,
+        switch_only_detail=lambda key: (
+            "payment settled by the switch; " + _hub_payment_state(hub_any.get(key))
+        ),
+        hub_only_detail=lambda h: (
+            "payment approved by the hub, not in the switch's settlement "
+            "file" + ("; the hub has it reversed" if getattr(h, "reversed", False) else "")
+        ),
+    )
+    clean += compare(
+        rev_lines,
+        hub_rev,
+        noun="reversal",
+        switch_wrong_biller="reversed by the switch for this biller; the hub reversed it for "
+        "biller {other}",
+        hub_wrong_biller="reversed by the hub for this biller; the switch reversed it for "
+        "biller {other}",
+        switch_only=FindingKind.REVERSED_ONE_SIDE,
+        hub_only=FindingKind.REVERSED_ONE_SIDE,
+        switch_only_detail=lambda key: (
+            "reversed by the switch only; "
+            + _hub_reversal_state(hub_rev_any.get(key), hub_any.get(key))
+        ),
+        hub_only_detail=lambda h: (
+            "reversed by the hub only; the switch's settlement file has no reversal line"
+        ),
+    )
     return clean, findings
 
 

@@ -37,6 +37,8 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, TextIO
 
+from billhub.connectors.billsfile import BILLS_FILE_HEADER
+
 __all__ = [
     "BILLS_FILE_HEADER",
     "GOVERNORATES",
@@ -55,15 +57,6 @@ AccountStatus = Literal["active", "blocked", "closed"]
 
 BillRowStatus = Literal["open", "paid", "cancelled", "blocked"]
 
-BILLS_FILE_HEADER: tuple[str, ...] = (
-    "account",
-    "customer_name",
-    "bill_id",
-    "period",
-    "due_date",
-    "amount",
-    "status",
-)
 """The bills file header of BILLERS.md section 3, in order; the loader checks it."""
 
 MIN_BILL_AMOUNT = 150_000

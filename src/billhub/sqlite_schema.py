@@ -1,0 +1,50 @@
+"""Versioned schema migrations for billhub's SQLite files (the journal, batch stores).
+
+One runner for every SQLite file billhub owns: each migration runs once, in a
+transaction of its own, and is recorded in ``schema_version``; a file whose
+schema is newer than this code knows is refused rather than written to, since
+an older hub would misread it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+Migration = tuple[int, str, Sequence[str]]
+
+
+class SchemaTooNew(Exception):
+    """The file was written by a newer billhub; ``found`` and ``known`` say which."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"schema {found} is newer than this billhub's {known}")
+        self.found = found
+        self.known = known
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], applied_at: str) -> int:
+    """Bring ``conn`` (autocommit mode) to the latest migration; returns its version."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+    known = migrations[-1][0] if migrations else 0
+    if done and max(done) > known:
+        raise SchemaTooNew(max(done), known)
+    for version, description, statements in migrations:
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)", (version, description, applied_at)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return known
