@@ -12,8 +12,10 @@ previous commit is syncing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -44,6 +46,41 @@ _SELECT_TASK = f"SELECT {c.TASK_COLUMNS} FROM tasks"
 _MAX_BATCH = 512
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database in the background, never blocking writes.
+
+    A PASSIVE checkpoint copies what no reader still needs and returns; the
+    writer keeps appending meanwhile. Once a second is enough: the WAL stays
+    small and the writer never pays for the copy.
+    """
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self._interval):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+
 class _OpFailed(Exception):
     """One op of a group raised: the group is redone op by op."""
 
@@ -71,6 +108,7 @@ class SqliteJournal:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -104,6 +142,10 @@ class SqliteJournal:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # Checkpoints run on their own connection and thread (see _Checkpointer):
+            # left to the writer, a checkpoint of a large WAL stalls every payment
+            # waiting on that commit.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             migrate(conn, MIGRATIONS, datetime.now(UTC).isoformat(timespec="seconds"))
             row = conn.execute(
                 "SELECT max(s) FROM (SELECT max(seq) AS s FROM payments "
@@ -121,6 +163,8 @@ class SqliteJournal:
                 conn.close()
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
         self._conn = conn
+        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.start()
 
     def schema_version(self) -> int:
         if self._conn is None:
@@ -141,7 +185,12 @@ class SqliteJournal:
         self._executor.shutdown(wait=True)
 
     def _close_sync(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
 
