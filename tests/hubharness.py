@@ -9,6 +9,7 @@ keeps what the hub reported (the same calls the log observer turns into lines).
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import tempfile
 from dataclasses import dataclass, field
@@ -88,11 +89,17 @@ class Recorder:
                     return
 
 
-def hub_config_text(pki: Any, **link: Any) -> str:
+def base_config(
+    pki: Any, journal: Path, *, admin: bool = True, metrics: bool = True, **link: Any
+) -> str:
+    """The loopback hub every test starts from: link, TLS from the test PKI, admin, journal.
+
+    ``link`` adds or overrides ``[link]`` keys; callers append their own sections
+    (``[resolver]``, ``[[billers]]``, ``[log]``) after it.
+    """
     settings = {"host": "127.0.0.1", "port": 0, **link}
     lines = ["[link]"]
-    for k, v in settings.items():
-        lines.append(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     lines += [
         "[tls]",
         f'cert_file = "{pki.hub_cert}"',
@@ -100,12 +107,20 @@ def hub_config_text(pki: Any, **link: Any) -> str:
         f'client_ca_file = "{pki.switch_ca_cert}"',
         'allowed_subjects = ["switch-1"]',
         "[admin]",
-        'host = "127.0.0.1"',
-        "port = 0",
-        "[journal]",
-        f'path = "{Path(tempfile.mkdtemp(prefix="billhub-test-")) / "journal.db"}"',
     ]
-    return "\n".join(lines).replace("'", '"') + "\n"
+    if admin:
+        lines += ['host = "127.0.0.1"', "port = 0"]
+        if not metrics:
+            lines.append("metrics = false")
+    else:
+        lines.append("enabled = false")
+    lines += ["[journal]", f'path = "{journal}"']
+    return "\n".join(lines) + "\n"
+
+
+def hub_config_text(pki: Any, **link: Any) -> str:
+    journal = Path(tempfile.mkdtemp(prefix="billhub-test-")) / "journal.db"
+    return base_config(pki, journal, **link)
 
 
 @dataclass

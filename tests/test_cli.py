@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.hubharness import base_config
 
 from billhub.iso8583.spec import load_spec
 from billhub.iso8583.table import field_table
@@ -29,28 +30,8 @@ def run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[st
 
 def write_config(tmp: Path, pki, extra: str = "") -> Path:  # type: ignore[no-untyped-def]
     cfg = tmp / "billhub.toml"
-    cfg.write_text(
-        f"""
-[link]
-host = "127.0.0.1"
-port = 0
-[tls]
-cert_file = "{pki.hub_cert}"
-key_file = "{pki.hub_key}"
-client_ca_file = "{pki.switch_ca_cert}"
-allowed_subjects = ["switch-1"]
-[admin]
-host = "127.0.0.1"
-port = 0
-[journal]
-path = "{tmp / "journal.db"}"
-[log]
-format = "json"
-level = "info"
-{extra}
-""",
-        "utf-8",
-    )
+    text = base_config(pki, tmp / "journal.db") + '[log]\nformat = "json"\nlevel = "info"\n'
+    cfg.write_text(text + extra, "utf-8")
     return cfg
 
 

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.hubharness import base_config
 from tests.txharness import TODAY, mmdd
 
 from billhub.errors import BillhubError
@@ -170,19 +171,8 @@ async def test_sigkill_mid_flight_loses_and_doubles_nothing(tmp_path: Path, pki)
     db = tmp_path / "journal.db"
     cfg = tmp_path / "billhub.toml"
     cfg.write_text(
-        f"""
-[link]
-host = "127.0.0.1"
-port = 0
-[tls]
-cert_file = "{pki.hub_cert}"
-key_file = "{pki.hub_key}"
-client_ca_file = "{pki.switch_ca_cert}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = false
-[journal]
-path = "{db}"
+        base_config(pki, db, admin=False)
+        + f"""
 [resolver]
 quiet_period_s = 1.0
 backoff_base_s = 0.05

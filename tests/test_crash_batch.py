@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from tests.hubharness import base_config
 from tests.test_crash import _hub, _open_tasks, _send_all
 from tests.txharness import TODAY, mmdd
 
@@ -43,19 +44,8 @@ async def test_sigkill_with_a_batch_biller_keeps_the_payments_file_exact(
     db = tmp_path / "journal.db"
     cfg = tmp_path / "billhub.toml"
     cfg.write_text(
-        f"""
-[link]
-host = "127.0.0.1"
-port = 0
-[tls]
-cert_file = "{pki.hub_cert}"
-key_file = "{pki.hub_key}"
-client_ca_file = "{pki.switch_ca_cert}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = false
-[journal]
-path = "{db}"
+        base_config(pki, db, admin=False)
+        + f"""
 [[billers]]
 code = "{BILLER}"
 name = "Rural Damascus"

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.hubharness import base_config
 from tests.txharness import BATCH, REST, TODAY, World, find, mmdd, start_world
 
 from billhub.config import parse_config
@@ -263,22 +264,7 @@ async def test_failing_rest_biller_is_down_in_metrics_status_and_readyz(world: W
 
 async def test_metrics_off_serves_health_and_status_but_no_metrics(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
     config = parse_config(
-        f"""
-[link]
-host = "127.0.0.1"
-port = 0
-[tls]
-cert_file = "{pki.hub_cert}"
-key_file = "{pki.hub_key}"
-client_ca_file = "{pki.switch_ca_cert}"
-allowed_subjects = ["switch-1"]
-[admin]
-host = "127.0.0.1"
-port = 0
-metrics = false
-[journal]
-path = "{tmp_path / "journal.db"}"
-""",
+        base_config(pki, tmp_path / "journal.db", metrics=False),
         base_dir=tmp_path,
         env={},
     )

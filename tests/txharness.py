@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.hubharness import Recorder
+from tests.hubharness import Recorder, base_config
 
 from billhub.config import parse_config
 from billhub.hub import Hub, build_hub
@@ -139,22 +139,9 @@ async def start_world(
     outbox.mkdir(exist_ok=True)
     journal = journal or tmp_path / "journal.db"
     write_bills_file(inbox, BATCH, batch_accounts, day=TODAY)
-    text = f"""
-[link]
-host = "127.0.0.1"
-port = 0
-answer_budget_s = {max(budget, 1.0) + 1}
-[tls]
-cert_file = "{pki.hub_cert}"
-key_file = "{pki.hub_key}"
-client_ca_file = "{pki.switch_ca_cert}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = {"true" if admin else "false"}
-host = "127.0.0.1"
-port = 0
-[journal]
-path = "{journal}"
+    text = (
+        base_config(pki, journal, admin=admin, answer_budget_s=max(budget, 1.0) + 1)
+        + f"""
 [resolver]
 quiet_period_s = {quiet}
 backoff_base_s = 0.05
@@ -175,6 +162,7 @@ kind = "batch"
 budget_s = {budget}
 batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
 """
+    )
     config = parse_config(text, base_dir=tmp_path, env={})
     # The same configuration as a file, for the command-line tools run against this hub.
     (tmp_path / "billhub.toml").write_text(text, "utf-8")

@@ -7,6 +7,7 @@ date is passed in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 
@@ -29,15 +30,12 @@ def resolve_mmdd(mmdd: str, today: date) -> date:
     return best
 
 
+@dataclass(frozen=True, slots=True)
 class CutoverOutcome:
-    """How a cutover request is answered, and whether it changed the open day."""
+    """How a cutover request is answered, and the new open day if it moved."""
 
-    __slots__ = ("closed_before", "code", "new_date")
-
-    def __init__(self, code: str, new_date: date | None, closed_before: date | None) -> None:
-        self.code = code
-        self.new_date = new_date
-        self.closed_before = closed_before
+    code: str
+    new_date: date | None
 
 
 class BusinessDay:
@@ -55,10 +53,10 @@ class BusinessDay:
         try:
             new = resolve_mmdd(mmdd, today)
         except ValueError:
-            return CutoverOutcome("30", None, None)
+            return CutoverOutcome("30", None)
         if self.current is None or new > self.current:
             self.current = new
-            return CutoverOutcome("00", new, new)
+            return CutoverOutcome("00", new)
         if new == self.current:
-            return CutoverOutcome("00", None, None)
-        return CutoverOutcome("30", None, None)
+            return CutoverOutcome("00", None)
+        return CutoverOutcome("30", None)
