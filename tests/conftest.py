@@ -7,6 +7,10 @@ as read-only.
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,3 +113,53 @@ def load_ca(cert_file: Path, key_file: Path) -> tuple[CertificateObj, PrivateKey
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs(size_mb, ro=False)``: a fresh tmpfs mounted under ``tmp_path``, unmounted
+    afterwards: a real disk that fills up (or refuses writes) for the journal tests.
+
+    Needs root, as CI has; elsewhere the test skips saying so (in CI it fails).
+    """
+    mounted: list[Path] = []
+
+    def mount(size_mb: int, *, ro: bool = False) -> Path:
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        opts = f"size={size_mb}m" + (",ro" if ro else "")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            message = f"cannot mount a tmpfs (run as root): {done.stderr.strip()}"
+            if os.environ.get("CI"):
+                pytest.fail(f"{message}; CI is set, so this is a failure, not a skip")
+            pytest.skip(message)
+        mounted.append(mnt)
+        return mnt
+
+    try:
+        yield mount
+    finally:
+        for mnt in mounted:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(path: Path) -> int:
+    """Write zeros to ``path`` until its disk is full; returns the bytes written."""
+    written = 0
+    chunk = b"\0" * 65536
+    with path.open("wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return written
+                chunk = chunk[: len(chunk) // 2]

@@ -61,6 +61,13 @@ def _start(
 
 def _hub(cfg: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
     """Start ``billhub serve``; its log goes to a file (a full pipe would stall it)."""
+    proc, listening = hub_process(cfg, log)
+    return proc, int(listening["port"])
+
+
+def hub_process(cfg: Path, log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``billhub serve`` logging to ``log``; returns it and its ``hub_listening`` event
+    (``port``, ``admin_port``)."""
     start = log.stat().st_size if log.exists() else 0
     with log.open("a") as out:
         proc = subprocess.Popen(
@@ -75,7 +82,7 @@ def _hub(cfg: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
             f.seek(start)
             for line in f:
                 if '"hub_listening"' in line:
-                    return proc, int(json.loads(line)["port"])
+                    return proc, dict(json.loads(line))
         if proc.poll() is not None:
             break
         time.sleep(0.05)

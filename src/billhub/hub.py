@@ -36,6 +36,7 @@ from billhub.pipeline.ports import Biller, RequestHandler
 from billhub.pipeline.resolver import Resolver
 from billhub.pipeline.routes import BillerRoute
 from billhub.pipeline.service import Pipeline
+from billhub.pipeline.unrecorded import UnrecordedOutcomes
 from billhub.settlement.calendar import BusinessDay, resolve_mmdd
 from billhub.settlement.dayclose import DayCloser
 from billhub.settlement.dispatch import HubDispatcher
@@ -269,6 +270,7 @@ def build_hub(
         rules=spec.rules,
         refusal_reasons=REFUSAL_REASONS,
         metrics=config.admin.enabled and config.admin.metrics,
+        journal=str(config.journal.path or "postgresql"),
     )
 
     def auth_failed(code: str) -> None:
@@ -287,6 +289,7 @@ def build_hub(
             routes[b.code] = BillerRoute(b.code, b.name, conn, b.budget_s, b.max_concurrency)
         clock = SystemClock()
         rc = config.resolver
+        unrecorded = UnrecordedOutcomes()
         resolver = Resolver(
             journal,
             billers,
@@ -296,6 +299,7 @@ def build_hub(
             backoff_max=rc.backoff_max_s,
             poll_interval=rc.poll_interval_s,
             observer=obs.pipeline_observer,
+            unrecorded=unrecorded,
         )
         pipeline = Pipeline(
             spec.rules,
@@ -309,6 +313,7 @@ def build_hub(
             wake_resolver=resolver.wake,
             quiet_period=rc.quiet_period_s,
             observer=obs.pipeline_observer,
+            unrecorded=unrecorded,
         )
         financial = pipeline
     hub_ref: list[Hub] = []

@@ -8,6 +8,7 @@ an older hub would misread it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 
@@ -21,6 +22,19 @@ class SchemaTooNew(Exception):
         super().__init__(f"schema {found} is newer than this billhub's {known}")
         self.found = found
         self.known = known
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if there still is one.
+
+    A COMMIT that fails (disk full, I/O error) may already have rolled the
+    transaction back; a bare ROLLBACK would then raise "cannot rollback - no
+    transaction is active" and hide the real reason, which is what callers must
+    report.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], applied_at: str) -> int:
@@ -45,6 +59,6 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], applied_a
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
     return known

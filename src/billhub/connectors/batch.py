@@ -92,7 +92,7 @@ from billhub.pipeline.model import (
     StatusAnswer,
 )
 from billhub.pipeline.ports import PaymentsLedger
-from billhub.sqlite_schema import SchemaTooNew, migrate
+from billhub.sqlite_schema import SchemaTooNew, migrate, rollback
 
 __all__ = ["SCHEMA_VERSION", "BatchConnector", "LoadOutcome", "LoadResult", "PaymentLookup"]
 
@@ -775,7 +775,7 @@ class BatchConnector:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
         except sqlite3.Error as exc:
             raise BillerUnavailable(f"batch store failed loading {path.name}: {exc}") from None
@@ -838,7 +838,7 @@ def _insert_allocations(
         conn.executemany(sql, pairs)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
 
 

@@ -1,12 +1,18 @@
 """The SQLite journal: embedded, zero set-up, durable (WAL, ``synchronous=FULL``).
 
 All access goes through one thread that owns the connection. Writes are queued
-and the writer takes everything queued at once into one transaction, each
-operation in its own savepoint (one failing does not undo the others), then
+and the writer takes everything queued at once into one transaction, then
 commits once: group commit. A write's future resolves only after that commit
 returned, so a caller that awaits it before answering `00` has its payment on
 disk first. No artificial delay is added: batches form by themselves while the
 previous commit is syncing.
+
+A journal that cannot write (disk full, I/O error, a lock held by another
+process, a read-only file) is reported to the ``health`` observer with the
+reason, once per failed batch, and as recovered when a write commits again;
+while it is failing and idle, a probe write every few seconds finds out when
+it can write again. The WAL is kept bounded while the hub runs (see
+:class:`_Checkpointer`).
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from billhub.errors import JournalError
 from billhub.journal import codec as c
+from billhub.journal.diagnose import open_failure
 from billhub.journal.schema import MIGRATIONS
 from billhub.pipeline.model import (
     PaymentKey,
@@ -35,7 +43,7 @@ from billhub.pipeline.model import (
 )
 from billhub.settlement.model import Finding, FindingKind, ImportOutcome, Reconciliation, Totals
 from billhub.settlement.ports import CutoverRecord
-from billhub.sqlite_schema import SchemaTooNew, migrate
+from billhub.sqlite_schema import SchemaTooNew, migrate, rollback
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -43,20 +51,87 @@ Op = Callable[[sqlite3.Connection], Any]
 _SELECT_PAYMENT = f"SELECT {c.PAYMENT_COLUMNS} FROM payments"
 _SELECT_REVERSAL = f"SELECT {c.REVERSAL_COLUMNS} FROM reversals"
 _SELECT_TASK = f"SELECT {c.TASK_COLUMNS} FROM tasks"
+#: A new payment; a key already taken inserts nothing (rowcount 0).
+_INSERT_PAYMENT = (
+    f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq) VALUES ({', '.join('?' * 23)}, ?) "
+    "ON CONFLICT (acquirer, rrn, settlement_mmdd) DO NOTHING"
+)
 _MAX_BATCH = 512
+#: The WAL is restarted (and cut back to this size) once it grows past it under load.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+_MIN_WAL_BOUND = 1024 * 1024
+#: While writes fail and nothing else is queued, try a probe write this often.
+PROBE_INTERVAL_S = 2.0
+
+#: SQLite primary result codes that mean "the journal cannot write", as operators name them.
+_WRITE_FAILURES = {
+    13: "disk_full",  # SQLITE_FULL
+    10: "io_error",  # SQLITE_IOERR (and its extended codes)
+    5: "locked",  # SQLITE_BUSY
+    6: "locked",  # SQLITE_LOCKED
+    8: "read_only",  # SQLITE_READONLY
+    14: "cannot_open",  # SQLITE_CANTOPEN (the -wal or -shm file)
+    11: "corrupt",  # SQLITE_CORRUPT
+    26: "corrupt",  # SQLITE_NOTADB
+}
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The reason ``exc`` means the journal cannot write, or None (an op's own fault)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return _WRITE_FAILURES.get(code & 0xFF)
+        return None
+    if isinstance(exc, OSError):
+        return "io_error"
+    return None
+
+
+class WriteHealth(Protocol):
+    """Told, on the event loop, how the journal's writes go (observability implements it)."""
+
+    def write_failed(self, reason: str, detail: str) -> None: ...
+
+    def write_ok(self) -> None: ...
 
 
 class _Checkpointer:
-    """Copies the WAL back into the database in the background, never blocking writes.
+    """Copies the WAL back into the database in the background, and keeps it bounded.
 
-    A PASSIVE checkpoint copies what no reader still needs and returns; the
-    writer keeps appending meanwhile. Once a second is enough: the WAL stays
-    small and the writer never pays for the copy.
+    Every ``interval`` with commits since the last turn, a PASSIVE checkpoint
+    copies what no reader still needs and returns; the writer keeps appending
+    meanwhile and never pays for the copy. Under steady load that never lets
+    the WAL start over (new frames keep arriving while the copy runs), so it
+    would grow with every burst and stay that size; hence two more steps:
+
+    - past its bound, a RESTART checkpoint holds the writer back while it copies
+      what the last PASSIVE left (a quarter second's worth: milliseconds), and
+      the next commit starts the WAL over, cut back to ``limit`` by
+      ``journal_size_limit``;
+    - with no commit since the last turn, a TRUNCATE checkpoint empties the WAL
+      file: an idle journal takes no disk beyond its database.
+
+    The bound is ``limit``, or a quarter of the disk space left if that is less
+    (never under 1 MiB). On such a tight disk the WAL is truncated rather than
+    restarted: it must leave room for the database to grow into, or no
+    checkpoint could ever copy it back and the journal would stay unable to
+    write after space came back.
     """
 
-    def __init__(self, path: Path, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        commits: Callable[[], int],
+        *,
+        interval: float = 0.25,
+        limit: int = WAL_LIMIT_BYTES,
+    ) -> None:
         self._path = path
+        self._wal = Path(f"{path}-wal")
+        self._commits = commits
         self._interval = interval
+        self._limit = limit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
 
@@ -74,15 +149,63 @@ class _Checkpointer:
             return
         try:
             conn.execute("PRAGMA busy_timeout=1000")
+            seen = self._commits()
             while not self._stop.wait(self._interval):
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                commits = self._commits()
+                mode = self._mode(busy=commits != seen, wal=self._wal_size())
+                seen = commits
+                if mode:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute(f"PRAGMA wal_checkpoint({mode})")
         finally:
             conn.close()
+
+    def _mode(self, *, busy: bool, wal: int) -> str:
+        if not busy:
+            return "TRUNCATE" if wal > 0 else ""
+        bound = self._bound()
+        if wal <= bound:
+            return "PASSIVE"
+        return "RESTART" if bound == self._limit else "TRUNCATE"
+
+    def _bound(self) -> int:
+        try:
+            st = os.statvfs(self._path.parent)
+        except OSError:
+            return self._limit
+        return max(_MIN_WAL_BOUND, min(self._limit, st.f_bavail * st.f_frsize // 4))
+
+    def _wal_size(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except OSError:
+            return 0
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Nobody awaits a probe: take its exception so asyncio does not report it unread."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _OpFailed(Exception):
     """One op of a group raised: the group is redone op by op."""
+
+
+class _Outcome:
+    """What one batch did to the file: whether a write committed, and why one failed."""
+
+    __slots__ = ("detail", "failure", "wrote")
+
+    def __init__(self) -> None:
+        self.wrote = False
+        self.failure: str | None = None
+        self.detail = ""
+
+    def failed(self, exc: BaseException) -> None:
+        reason = write_failure(exc)
+        if reason is not None:
+            self.failure, self.detail = reason, str(exc)
 
 
 class CommitStats:
@@ -104,8 +227,13 @@ class SqliteJournal:
         *,
         on_commit: Callable[[int, float], None] | None = None,
         clock: Callable[[], float] | None = None,
+        health: WriteHealth | None = None,
+        wal_limit: int = WAL_LIMIT_BYTES,
     ) -> None:
         self.path = Path(path)
+        self._health = health
+        self._wal_limit = wal_limit
+        self._failing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
@@ -146,6 +274,7 @@ class SqliteJournal:
             # left to the writer, a checkpoint of a large WAL stalls every payment
             # waiting on that commit.
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
             migrate(conn, MIGRATIONS, datetime.now(UTC).isoformat(timespec="seconds"))
             row = conn.execute(
                 "SELECT max(s) FROM (SELECT max(seq) AS s FROM payments "
@@ -161,9 +290,11 @@ class SqliteJournal:
         except (sqlite3.Error, OSError, SchemaTooNew) as exc:
             if conn is not None:
                 conn.close()
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from None
+            raise JournalError(open_failure(self.path, exc)) from None
         self._conn = conn
-        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer = _Checkpointer(
+            self.path, lambda: self.stats.commits, limit=self._wal_limit
+        )
         self._checkpointer.start()
 
     def schema_version(self) -> int:
@@ -211,17 +342,31 @@ class SqliteJournal:
                 if self._closed:
                     return
                 self._wake.clear()
-                await self._wake.wait()
-                continue
+                if not self._failing:
+                    await self._wake.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL_S)
+                    continue
+                except TimeoutError:
+                    probe: asyncio.Future[Any] = self._loop.create_future()
+                    probe.add_done_callback(_retrieve)
+                    self._queue.append((self._probe, probe))
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            outcome = _Outcome()
             try:
-                results = await self._loop.run_in_executor(self._executor, self._run_batch, batch)
+                results = await self._loop.run_in_executor(
+                    self._executor, self._run_batch, batch, outcome
+                )
             except Exception as exc:  # the commit itself failed: every op in it failed
+                outcome.failed(exc)
+                self._report(outcome)
                 err = JournalError(f"commit failed: {exc}")
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
+            self._report(outcome)
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -230,7 +375,26 @@ class SqliteJournal:
                 else:
                     fut.set_exception(value)
 
-    def _run_batch(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+    def _report(self, outcome: _Outcome) -> None:
+        """Tell the health observer about a batch (on the loop): failing, or writing again."""
+        if outcome.failure is not None:
+            self._failing = True
+            if self._health is not None:
+                self._health.write_failed(outcome.failure, outcome.detail)
+        elif outcome.wrote and self._failing:
+            self._failing = False
+            if self._health is not None:
+                self._health.write_ok()
+
+    @staticmethod
+    def _probe(conn: sqlite3.Connection) -> None:
+        """A real write (the database header's user version) to learn the disk takes writes."""
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version={(version + 1) % 2**31}")
+
+    def _run_batch(
+        self, batch: list[tuple[Op, asyncio.Future[Any]]], outcome: _Outcome
+    ) -> list[tuple[bool, Any]]:
         """Run a batch in one transaction; if an op fails, redo the batch op by op.
 
         The common case costs one BEGIN and one COMMIT for the whole group. An op
@@ -242,10 +406,23 @@ class SqliteJournal:
         if conn is None:
             raise JournalError("journal is closed")
         started = self._clock() if self._clock else 0.0
+        changes = conn.total_changes
         try:
             out = self._run_group(conn, batch)
-        except _OpFailed:
-            out = [self._run_group_single(conn, op) for op, _ in batch]
+            outcome.wrote = True
+        except _OpFailed as exc:
+            if exc.__cause__ is not None:
+                outcome.failed(exc.__cause__)
+            out = []
+            for op, _ in batch:
+                ok, value = self._run_group_single(conn, op)
+                if ok:
+                    outcome.wrote = True
+                elif value.__cause__ is not None:
+                    outcome.failed(value.__cause__)
+                out.append((ok, value))
+        probed = any(op is SqliteJournal._probe for op, _ in batch)
+        outcome.wrote = outcome.wrote and (conn.total_changes > changes or probed)
         self.stats.commits += 1
         self.stats.ops += len(batch)
         self.stats.last_group = len(batch)
@@ -270,23 +447,29 @@ class SqliteJournal:
                     raise _OpFailed from exc
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         return out
 
     @staticmethod
     def _run_group_single(conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
-        conn.execute("BEGIN IMMEDIATE")
+        """Run one op in its own transaction; ``(False, JournalError)`` if it fails.
+
+        A failed COMMIT (disk full) fails the op too (see
+        :func:`~billhub.sqlite_schema.rollback`).
+        """
         try:
+            conn.execute("BEGIN IMMEDIATE")
             value = op(conn)
+            conn.execute("COMMIT")
         except Exception as exc:  # this op alone fails
-            conn.execute("ROLLBACK")
-            return False, JournalError(str(exc))
+            rollback(conn)
+            err = JournalError(str(exc))
+            err.__cause__ = exc
+            return False, err
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
-        conn.execute("COMMIT")
         return True, value
 
     def _next_seq(self) -> int:
@@ -307,9 +490,7 @@ class SqliteJournal:
 
         def op(conn: sqlite3.Connection) -> tuple[PaymentRecord, bool]:
             cur = conn.execute(
-                f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq) VALUES "
-                f"({', '.join('?' * 23)}, ?) "
-                "ON CONFLICT (acquirer, rrn, settlement_mmdd) DO NOTHING",
+                _INSERT_PAYMENT,
                 (*c.payment_params(record), self._next_seq()),
             )
             if cur.rowcount == 1:
@@ -327,26 +508,24 @@ class SqliteJournal:
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE payments SET state=?, response_code=?, approval_code=?, answer_de48=?, "
-                "receipt=?, customer_name=?, answered_at=?, reversed=?, resolution=? "
-                "WHERE payment_id=?",
-                (
-                    record.state.value,
-                    record.response_code,
-                    record.approval_code,
-                    record.answer_de48,
-                    record.receipt,
-                    record.customer_name,
-                    c.ts(record.answered_at),
-                    1 if record.reversed else 0,
-                    record.resolution.value if record.resolution else None,
-                    record.payment_id,
-                ),
-            )
-            if cur.rowcount != 1:
+            if _update_answer(conn, record) != 1:
                 raise JournalError(f"no payment {record.payment_id}")
             if task is not None:
+                self._insert_task(conn, task)
+
+        await self._submit(op)
+
+    async def write_outcome(
+        self, record: PaymentRecord, *, task: ResolverTask | None = None
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            written = _update_answer(conn, record)
+            if written == 0:
+                written = conn.execute(
+                    _INSERT_PAYMENT,
+                    (*c.payment_params(record), self._next_seq()),
+                ).rowcount
+            if task is not None and written == 1:
                 self._insert_task(conn, task)
 
         await self._submit(op)
@@ -737,6 +916,28 @@ class SqliteSettlementStore:
             (PaymentState.UNCERTAIN.value,),
         )
         return [c.payment_from_row(r) for r in rows]
+
+
+def _update_answer(conn: sqlite3.Connection, record: PaymentRecord) -> int:
+    """Write a payment's answer fields and state; returns the rows changed (0 or 1)."""
+    cur = conn.execute(
+        "UPDATE payments SET state=?, response_code=?, approval_code=?, answer_de48=?, "
+        "receipt=?, customer_name=?, answered_at=?, reversed=?, resolution=? "
+        "WHERE payment_id=?",
+        (
+            record.state.value,
+            record.response_code,
+            record.approval_code,
+            record.answer_de48,
+            record.receipt,
+            record.customer_name,
+            c.ts(record.answered_at),
+            1 if record.reversed else 0,
+            record.resolution.value if record.resolution else None,
+            record.payment_id,
+        ),
+    )
+    return int(cur.rowcount)
 
 
 def _insert_findings(conn: sqlite3.Connection, findings: list[Finding], at: datetime) -> None:

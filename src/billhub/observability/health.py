@@ -1,4 +1,4 @@
-"""Billers' health from their recent calls: what ``/readyz``, ``/status`` and a gauge say.
+"""Billers' and the journal's health: what ``/readyz``, ``/status``, logs and gauges say.
 
 A :class:`~billhub.pipeline.ports.PipelineObserver`: it keeps, per biller, the outcome
 of the last :data:`WINDOW` calls. A biller whose last :data:`DOWN_AFTER` calls all
@@ -110,4 +110,90 @@ class BillerHealth:
             "consecutive_failures": st.consecutive_failures,
             "last_failure": st.last_failure,
             "last_failure_s_ago": ago,
+        }
+
+
+class JournalHealth:
+    """Whether the journal can write, from its own reports; logs and counts failures.
+
+    The journal calls :meth:`write_failed` for every batch whose writes failed
+    (with a reason: ``disk_full``, ``io_error``, ``locked``, ...) and
+    :meth:`write_ok` for the first write that commits afterwards. The first
+    failure is logged at once, at error level; while failures go on, one line
+    per ``log_interval`` says how many there were since the last line, so a
+    full disk under load is a few lines a minute, not one per payment.
+    """
+
+    def __init__(
+        self,
+        log: Any,
+        *,
+        metrics: Any | None = None,
+        log_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        where: str = "",
+    ) -> None:
+        self.log = log
+        self.metrics = metrics
+        self.log_interval = log_interval
+        self.clock = clock
+        self.where = where
+        self.failing_since: float | None = None
+        self.reason: str | None = None
+        self.detail = ""
+        self.failures = 0
+        self._unlogged = 0
+        self._logged_at = 0.0
+
+    @property
+    def writable(self) -> bool:
+        return self.failing_since is None
+
+    def write_failed(self, reason: str, detail: str) -> None:
+        now = self.clock()
+        if self.metrics is not None:
+            self.metrics.journal_write_failed(reason)
+        self.failures += 1
+        self._unlogged += 1
+        first = self.failing_since is None
+        if first:
+            self.failing_since = now
+        self.reason, self.detail = reason, detail
+        if first or now - self._logged_at >= self.log_interval:
+            self.log.error(
+                "journal_write_failed",
+                reason=reason,
+                detail=detail,
+                journal=self.where,
+                failures=self._unlogged,
+                failing_s=round(now - (self.failing_since or now), 1),
+            )
+            self._unlogged = 0
+            self._logged_at = now
+
+    def write_ok(self) -> None:
+        if self.failing_since is None:
+            return
+        now = self.clock()
+        if self.metrics is not None:
+            self.metrics.journal_write_ok()
+        self.log.warning(
+            "journal_writes_recovered",
+            journal=self.where,
+            failed_for_s=round(now - self.failing_since, 1),
+            failures=self.failures,
+            last_reason=self.reason,
+        )
+        self.failing_since = None
+        self.failures = self._unlogged = 0
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready: ``ok``, or ``failing`` with the reason and for how long."""
+        if self.failing_since is None:
+            return {"state": "ok"}
+        return {
+            "state": "failing",
+            "reason": self.reason,
+            "detail": self.detail,
+            "failing_s": round(self.clock() - self.failing_since, 1),
         }

@@ -112,6 +112,17 @@ BILLER_OPERATIONS = ("open_bills", "post_payment", "cancel_payment", "payment_st
 BILLER_OUTCOMES = ("ok", "rejected", "timeout", "unavailable", "error")
 CONNECTION_REFUSALS = ("too_many_links", "too_many_handshakes", "shutting_down")
 BILLS_FILE_OUTCOMES = ("loaded", "duplicate", "rejected", "ignored")
+#: Why the journal could not write (``journal.sqlite.write_failure``), as labels.
+JOURNAL_FAILURES = (
+    "disk_full",
+    "io_error",
+    "locked",
+    "read_only",
+    "cannot_open",
+    "corrupt",
+    "connection",
+    "other",
+)
 
 #: name -> (type, labels, help): the contract the dashboard and the rules rely on.
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -193,6 +204,16 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "histogram",
         (),
         "Duration of one journal group commit (fsync included).",
+    ),
+    "billhub_journal_write_failures_total": (
+        "counter",
+        ("reason",),
+        "Journal batches whose writes failed, by reason (disk_full, io_error, locked, ...).",
+    ),
+    "billhub_journal_writable": (
+        "gauge",
+        (),
+        "1 while the journal's writes succeed, 0 from a failed write until one succeeds.",
     ),
     "billhub_journal_commit_group_size": (
         "histogram",
@@ -419,6 +440,9 @@ class Metrics:
         self.handler_failures = counter("billhub_handler_failures_total")
         self.commit_duration = histogram("billhub_journal_commit_duration_seconds", COMMIT_BUCKETS)
         self.commit_group = histogram("billhub_journal_commit_group_size", GROUP_BUCKETS)
+        self.journal_failures = counter("billhub_journal_write_failures_total")
+        self.journal_writable = gauge("billhub_journal_writable")
+        self.journal_writable.set(1)
         self.backlog = gauge("billhub_resolver_backlog_tasks")
         self.oldest_age = gauge("billhub_resolver_oldest_task_age_seconds")
         self.findings = counter("billhub_reconciliation_findings_total")
@@ -438,6 +462,8 @@ class Metrics:
             self.conn_refusals.labels(reason)
         for answered in ("true", "false"):
             self.format_errors.labels(answered)
+        for reason in JOURNAL_FAILURES:
+            self.journal_failures.labels(reason)
         for code in billers:
             self.findings.labels(code)
             for op in BILLER_OPERATIONS:
@@ -609,6 +635,16 @@ class Metrics:
         """SqliteJournal's ``on_commit`` hook; runs on the journal's thread."""
         self.commit_group.observe(group_size)
         self.commit_duration.observe(seconds)
+
+    def journal_write_failed(self, reason: str) -> None:
+        """One journal batch that could not be written; the journal is not writable."""
+        label = reason if reason in JOURNAL_FAILURES else "other"
+        self.journal_failures.labels(label).inc()
+        self.journal_writable.set(0)
+
+    def journal_write_ok(self) -> None:
+        """A write committed after failures: the journal is writable again."""
+        self.journal_writable.set(1)
 
     def reconciliation_finding(self, biller: str) -> None:
         """One difference found by reconciliation for ``biller``."""

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from billhub.errors import BillhubError
-from billhub.observability.health import BillerHealth
+from billhub.observability.health import BillerHealth, JournalHealth
 from billhub.observability.metrics import LinksSource, Metrics
 
 Backlog = Callable[[], Awaitable[tuple[int, datetime | None]]]
@@ -67,6 +67,7 @@ class HubWatch:
         day_totals: TotalsSource | None = None,
         backlog: Backlog | None = None,
         metrics: Metrics | None = None,
+        journal_health: JournalHealth | None = None,
         business_day: Callable[[], date],
         now: Callable[[], datetime] = _utc_now,
         journal_timeout: float = 2.0,
@@ -79,6 +80,7 @@ class HubWatch:
         self.day_totals = day_totals
         self.backlog = backlog
         self.metrics = metrics
+        self.journal_health = journal_health
         self.business_day = business_day
         self.now = now
         self.journal_timeout = journal_timeout
@@ -100,7 +102,8 @@ class HubWatch:
         return max(0.0, (self.now() - oldest).total_seconds()) if oldest is not None else 0.0
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready: the journal answers, a link is signed on, not every biller is down.
+        """Ready: the journal answers and writes, a link is signed on, not every biller
+        is down.
 
         One biller down is a warning, not unreadiness: the hub still serves the others.
         """
@@ -117,6 +120,14 @@ class HubWatch:
             except (BillhubError, OSError) as exc:
                 body["journal"] = "error"
                 problems.append(f"journal: {exc}")
+        jh = self.journal_health
+        if jh is not None and not jh.writable:
+            report = jh.report()
+            body["journal"] = "failing"
+            body["journal_writes"] = report
+            problems.append(
+                f"journal: writes failing ({report['reason']}) for {report['failing_s']:g} s"
+            )
         links = list(self.links())
         signed_on = sum(1 for link in links if link.signed_on)
         body["links"] = len(links)

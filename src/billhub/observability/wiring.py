@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkObserver
 from billhub.observability.admin import AdminServer
-from billhub.observability.health import BillerHealth
+from billhub.observability.health import BillerHealth, JournalHealth
+from billhub.observability.logs import get_logger
 from billhub.observability.metrics import (
     FanoutObserver,
     FanoutPipelineObserver,
@@ -46,12 +47,18 @@ class Observability:
     billers: Sequence[BillerInfo]
     link_observer: LinkObserver
     pipeline_observer: PipelineObserver
+    journal_health: JournalHealth
 
     def journal_hooks(self) -> dict[str, Any]:
-        """Keyword arguments for ``SqliteJournal``: its commit hook and clock, if counted."""
+        """Keyword arguments for ``SqliteJournal``: its write health, and its commit hook
+        and clock if counted."""
         if self.metrics is None:
-            return {}
-        return {"on_commit": self.metrics.journal_commit, "clock": time.perf_counter}
+            return {"health": self.journal_health}
+        return {
+            "health": self.journal_health,
+            "on_commit": self.metrics.journal_commit,
+            "clock": time.perf_counter,
+        }
 
     def reconciliation_finding(self, biller: str) -> None:
         """Count one reconciliation difference for ``biller`` (a no-op with metrics off)."""
@@ -79,6 +86,7 @@ class Observability:
             day_totals=day_totals,
             backlog=backlog,
             metrics=self.metrics,
+            journal_health=self.journal_health,
             business_day=business_day,
         )
         return AdminServer(watch.readiness, status=watch.status, metrics=watch.metrics_text)
@@ -91,11 +99,17 @@ def build_observability(
     rules: LinkRules,
     refusal_reasons: Sequence[str],
     metrics: bool,
+    journal: str = "",
 ) -> Observability:
-    """Logs and health always; metrics when asked (the admin port serves them)."""
+    """Logs and health always; metrics when asked (the admin port serves them).
+
+    ``journal`` names the journal in its health log lines (a path, never a DSN).
+    """
     health = BillerHealth(b.code for b in billers)
+    log = get_logger("billhub.journal")
     if not metrics:
-        return Observability(None, health, billers, log_observer, health)
+        jh = JournalHealth(log, where=journal)
+        return Observability(None, health, billers, log_observer, health, jh)
     m = Metrics(
         billers=[b.code for b in billers],
         batch_billers=[b.code for b in billers if b.kind == "batch"],
@@ -108,4 +122,5 @@ def build_observability(
         billers,
         FanoutObserver(log_observer, m),
         FanoutPipelineObserver(health, m),
+        JournalHealth(log, metrics=m, where=journal),
     )

@@ -115,6 +115,15 @@ class Journal(PaymentsLedger, Protocol):
         same commit (an uncertain payment and its resolution cannot come apart)."""
         ...
 
+    async def write_outcome(
+        self, record: PaymentRecord, *, task: ResolverTask | None = None
+    ) -> None:
+        """Write a payment's answer whether or not its row exists yet, with ``task`` in
+        the same commit: how an outcome held while the journal could not write is
+        recorded later (:mod:`billhub.pipeline.unrecorded`). A row of the same key
+        but another payment id is left as it is."""
+        ...
+
     async def get_payment(self, key: PaymentKey) -> PaymentRecord | None: ...
 
     async def get_payment_by_id(self, payment_id: str) -> PaymentRecord | None: ...

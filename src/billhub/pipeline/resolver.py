@@ -30,6 +30,7 @@ from billhub.pipeline.ports import (
     NullPipelineObserver,
     PipelineObserver,
 )
+from billhub.pipeline.unrecorded import UnrecordedOutcomes
 
 #: The biller operation a task's work is counted under (a status call, then a cancel).
 _OPERATION = {TaskKind.RESOLVE: "payment_status", TaskKind.CANCEL: "cancel_payment"}
@@ -57,8 +58,10 @@ class Resolver:
         poll_interval: float = 1.0,
         concurrency: int = 16,
         observer: PipelineObserver | None = None,
+        unrecorded: UnrecordedOutcomes | None = None,
     ) -> None:
         self.journal = journal
+        self.unrecorded = unrecorded
         self.billers = billers
         self.clock = clock
         self.call_timeout = call_timeout
@@ -81,6 +84,9 @@ class Resolver:
         """Loop until :meth:`stop`; each due task runs once at a time."""
         while not self._stopping:
             self._wake.clear()
+            if self.unrecorded is not None:
+                # Outcomes the journal refused: written (with their tasks) once it takes them.
+                await self.unrecorded.flush(self.journal, self.wake)
             try:
                 tasks = await self.journal.due_tasks(self.clock.now())
             except JournalError:
@@ -109,7 +115,8 @@ class Resolver:
         """Work until no task is open (tests, the demo, shutdown); raises TimeoutError."""
         async with asyncio.timeout(timeout):
             while True:
-                if not await self.journal.open_tasks():
+                held = len(self.unrecorded) if self.unrecorded is not None else 0
+                if not held and not await self.journal.open_tasks():
                     return
                 self.wake()
                 await asyncio.sleep(0.02)
@@ -214,4 +221,5 @@ class Resolver:
         """Open tasks and the creation time of the oldest: what operators alert on."""
         tasks = await self.journal.open_tasks()
         oldest = min((t.created_at for t in tasks), default=None)
-        return len(tasks), oldest
+        held = self.unrecorded.pending_tasks() if self.unrecorded is not None else 0
+        return len(tasks) + held, oldest

@@ -50,6 +50,7 @@ from billhub.pipeline.ports import (
     PipelineObserver,
 )
 from billhub.pipeline.routes import BillerRoute
+from billhub.pipeline.unrecorded import UnrecordedOutcomes
 
 _NAMES_CACHE = 50_000
 
@@ -81,6 +82,7 @@ class Pipeline:
         wake_resolver: Callable[[], None] = lambda: None,
         quiet_period: float = 60.0,
         observer: PipelineObserver | None = None,
+        unrecorded: UnrecordedOutcomes | None = None,
     ) -> None:
         self.rules = rules
         self.journal = journal
@@ -93,6 +95,7 @@ class Pipeline:
         self.wake_resolver = wake_resolver
         self.quiet_period = quiet_period
         self.observer = observer or NullPipelineObserver()
+        self.unrecorded = unrecorded if unrecorded is not None else UnrecordedOutcomes()
         self.locks = KeyLocks()
         self.inflight = InFlightDates()
         self.counters = PipelineCounters()
@@ -200,6 +203,9 @@ class Pipeline:
             content=d.content_of(request, bill_id),
             received_at=now,
         )
+        held = self.unrecorded.get(key)
+        if held is not None:  # answered while the journal could not write: that answer stands
+            return self._repeat(request, held, record.content)
         if code is not None:
             record.state, record.response_code, record.answered_at = (
                 PaymentState.DECLINED,
@@ -211,8 +217,7 @@ class Pipeline:
         try:
             stored, created = await self.journal.insert_payment(record)
         except JournalError:
-            self.counters.journal_errors += 1
-            return d.decline(self.rules, request, d.MALFUNCTION)
+            return self._unrecorded(request, record, reached_biller=False)
         if not created:
             return self._repeat(request, stored, record.content)
         if stored.state is not PaymentState.POSTING or route is None:
@@ -248,9 +253,8 @@ class Pipeline:
         try:
             stored, created = await self.journal.insert_payment(record)
         except JournalError:
-            self.counters.journal_errors += 1
             await self._undo_local(route, record, posted)
-            return d.decline(self.rules, request, d.MALFUNCTION)
+            return self._unrecorded(request, record, reached_biller=False)
         if not created or stored.state is not PaymentState.APPROVED:
             await self._undo_local(route, record, posted)
         if not created:
@@ -322,12 +326,36 @@ class Pipeline:
         try:
             await self.journal.finish_payment(record, task=task)
         except JournalError:
-            # Not recorded: the row stays POSTING and recovery resolves it with the biller.
-            self.counters.journal_errors += 1
-            return d.decline(self.rules, request, d.MALFUNCTION)
+            # The biller may hold it (posted, or no answer in time): resolve it as soon as
+            # the journal takes the write. A refusal, or never asked: it holds nothing.
+            may_hold = asked and record.state is not PaymentState.DECLINED
+            return self._unrecorded(request, record, reached_biller=may_hold)
         if task is not None:
             self.counters.uncertain += 1
             self.wake_resolver()
+        return d.payment_answer(self.rules, request, record)
+
+    def _unrecorded(
+        self, request: Message, record: PaymentRecord, *, reached_biller: bool
+    ) -> Message:
+        """Answer `96` for a payment whose outcome the journal refused, and hold it.
+
+        Whatever had been decided (an approval, a refusal) was not recorded, so it
+        was not given: the answer is `96` with nothing of the approval in it. If the
+        biller may hold the payment, it is held as uncertain with a resolve task,
+        which the resolver writes and works on as soon as the journal accepts
+        writes (:mod:`billhub.pipeline.unrecorded`).
+        """
+        self.counters.journal_errors += 1
+        record.approval_code = record.receipt = record.answer_de48 = None
+        task = None
+        if reached_biller:
+            self._finish(record, PaymentState.UNCERTAIN, d.MALFUNCTION)
+            task = self._resolve_task(record)
+        else:
+            self._finish(record, PaymentState.DECLINED, d.MALFUNCTION)
+        self.unrecorded.hold(record, task)
+        self.wake_resolver()
         return d.payment_answer(self.rules, request, record)
 
     def _observe(self, biller: str, operation: str, t0: float, outcome: str) -> None:
@@ -372,7 +400,7 @@ class Pipeline:
             return d.decline(self.rules, request, previous.response_code)
         now = self.clock.now()
         sdate = self.settlement_date(key.settlement_mmdd) or now.date()
-        payment = await self.journal.get_payment(key)
+        payment = self.unrecorded.get(key) or await self.journal.get_payment(key)
         reversal = ReversalRecord(
             key=key,
             settlement_date=sdate,
