@@ -16,6 +16,7 @@ from pathlib import Path
 
 from billhub.config import Config
 from billhub.errors import ConfigError
+from billhub.iso8583 import codes as rc
 from billhub.journal.sqlite import SqliteJournal, SqliteSettlementStore
 from billhub.pipeline.model import ReversalRecord
 from billhub.settlement.importfile import match_lines, parse_settlement_file
@@ -48,7 +49,7 @@ async def write_report(config: Config, day: date, out_dir: Path) -> ReportFiles:
         reversals = await store.reversals_on(day)
         adjustments: list[ReversalRecord] = []
         for r in reversals:
-            if r.response_code != "00":
+            if r.response_code != rc.APPROVED:
                 continue
             first = await store.first_reconciled_at(r.biller, day)
             if first is not None and r.received_at > first:

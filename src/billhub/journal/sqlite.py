@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from billhub.errors import JournalError
+from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
 from billhub.journal.diagnose import open_failure
 from billhub.journal.schema import MIGRATIONS
@@ -484,7 +485,7 @@ class SqliteJournal:
         if (k.acquirer, k.rrn, k.settlement_mmdd) in self._tombstones:
             # Reversed before it arrived (LINK-SPEC 6.4): declined 25, never posted.
             record.state = PaymentState.DECLINED
-            record.response_code = "25"
+            record.response_code = rc.NO_ORIGINAL
             record.answered_at = record.received_at
             record.approval_code = record.receipt = record.answer_de48 = None
 
@@ -568,7 +569,7 @@ class SqliteJournal:
                 f"({', '.join('?' * 11)}, ?)",
                 (*c.reversal_params(reversal), self._next_seq()),
             )
-            if reversal.payment_id is not None and reversal.response_code == "00":
+            if reversal.payment_id is not None and reversal.response_code == rc.APPROVED:
                 cur = conn.execute(
                     "UPDATE payments SET reversed=1 WHERE payment_id=? AND state=? AND reversed=0",
                     (reversal.payment_id, PaymentState.APPROVED.value),
@@ -641,7 +642,7 @@ class SqliteJournal:
             for row in rows:
                 rec = c.payment_from_row(row)
                 rec.state = PaymentState.UNCERTAIN
-                rec.response_code = "91"
+                rec.response_code = rc.UNAVAILABLE
                 rec.answered_at = now
                 conn.execute(
                     "UPDATE payments SET state=?, response_code=?, answered_at=? "

@@ -47,6 +47,7 @@ from billhub.errors import (
     LocalProtocolError,
     RequestTimeout,
 )
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.framing import Framer
 from billhub.iso8583.message import Message
@@ -77,10 +78,6 @@ class Role(Enum):
 
     HUB = "hub"
     SWITCH = "switch"
-
-
-SIGN_ON, SIGN_OFF, CUTOVER, ECHO = "001", "002", "201", "301"
-_FINANCIAL_CLASSES = frozenset({"02", "04", "05"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +292,7 @@ class Link:
         try:
             self._out += self.codec.frame(response)
         except LocalProtocolError:
-            self._out += self.codec.frame(make_response(self.rules, request, "96"))
+            self._out += self.codec.frame(make_response(self.rules, request, rc.MALFUNCTION))
 
     def network_request(self, code: str, settlement_date: str | None = None) -> Message:
         """An 0800 with fresh DE 7 and DE 11 (sign-on, sign-off, echo, cutover)."""
@@ -325,7 +322,7 @@ class Link:
     def _send_keepalive(self, now: float) -> None:
         self._echo_sent_at = now
         self._send_request(
-            self.network_request(ECHO), now, self.timers.echo_timeout, keepalive=True
+            self.network_request(rc.ECHO), now, self.timers.echo_timeout, keepalive=True
         )
 
     def _expire(self, now: float) -> None:
@@ -360,26 +357,28 @@ class Link:
             return
         mti = msg.mti
         rules = self.rules
-        if mti[2] in "13":  # a response (0210, 0430, 0510, 0810 ...)
+        if rc.is_response(mti):
             self._on_response(msg, now)
             return
         if not rules.is_request(mti):
-            self._answer(msg, make_response(rules, msg, "12"), "undefined_mti")
+            self._answer(msg, make_response(rules, msg, rc.INVALID_TRANSACTION), "undefined_mti")
             return
         try:
             codec.check_mandatory(msg)
         except DecodeError as exc:
-            self._answer(msg, make_response(rules, msg, "30"), "format_error")
+            self._answer(msg, make_response(rules, msg, rc.FORMAT_ERROR), "format_error")
             self._events.append(FormatError(exc, answered=True))
             return
-        if mti[:2] == "08":
+        if rc.mti_class(mti) == rc.NETWORK:
             self._on_network(msg, now)
             return
-        if mti[:2] == "02" and msg.fields[3] not in rules.processing_codes:
-            self._answer(msg, make_response(rules, msg, "12"), "unknown_processing_code")
+        if rc.mti_class(mti) == rc.FINANCIAL and msg.fields[3] not in rules.processing_codes:
+            self._answer(
+                msg, make_response(rules, msg, rc.INVALID_TRANSACTION), "unknown_processing_code"
+            )
             return
-        if self._state is not State.SIGNED_ON and mti[:2] in _FINANCIAL_CLASSES:
-            self._answer(msg, make_response(rules, msg, "91"), "not_signed_on")
+        if self._state is not State.SIGNED_ON and rc.mti_class(mti) in rc.FINANCIAL_CLASSES:
+            self._answer(msg, make_response(rules, msg, rc.UNAVAILABLE), "not_signed_on")
             return
         self._in_flight += 1
         self._events.append(RequestReceived(msg, now))
@@ -387,7 +386,7 @@ class Link:
     def _on_undecodable(self, exc: DecodeError) -> None:
         mti = exc.mti
         if mti is not None and self.rules.is_request(mti):
-            resp = Message(self.rules.response_mti(mti), {39: "30"})
+            resp = Message(self.rules.response_mti(mti), {39: rc.FORMAT_ERROR})
             for n, v in ((7, exc.de7), (11, exc.de11), (32, exc.de32)):
                 if v is not None:
                     resp.fields[n] = v
@@ -399,19 +398,21 @@ class Link:
     def _on_network(self, msg: Message, now: float) -> None:
         code = msg.fields[70]
         rules = self.rules
-        if code == ECHO:
-            self._answer(msg, make_response(rules, msg, "00"), "echo")
-        elif code == SIGN_ON and self.role is Role.HUB:
+        if code == rc.ECHO:
+            self._answer(msg, make_response(rules, msg, rc.APPROVED), "echo")
+        elif code == rc.SIGN_ON and self.role is Role.HUB:
             self._set_state(State.SIGNED_ON)
-            self._answer(msg, make_response(rules, msg, "00"), "sign_on")
-        elif code == SIGN_OFF and self.role is Role.HUB:
+            self._answer(msg, make_response(rules, msg, rc.APPROVED), "sign_on")
+        elif code == rc.SIGN_OFF and self.role is Role.HUB:
             self._set_state(State.SIGNED_OFF)
-            self._answer(msg, make_response(rules, msg, "00"), "sign_off")
-        elif code == CUTOVER and self.role is Role.HUB:
+            self._answer(msg, make_response(rules, msg, rc.APPROVED), "sign_off")
+        elif code == rc.CUTOVER and self.role is Role.HUB:
             self._in_flight += 1
             self._events.append(RequestReceived(msg, now))
         else:
-            self._answer(msg, make_response(rules, msg, "12"), "unknown_network_code")
+            self._answer(
+                msg, make_response(rules, msg, rc.INVALID_TRANSACTION), "unknown_network_code"
+            )
 
     def _on_response(self, msg: Message, now: float) -> None:
         p = self._pending.pop(match_key(self.rules, msg), None)
@@ -421,10 +422,14 @@ class Link:
         if p.keepalive:
             self._events.append(EchoAnswered(now - p.sent_at))
             return
-        if self.role is Role.SWITCH and p.request.mti == "0800" and msg.fields.get(39) == "00":
+        if (
+            self.role is Role.SWITCH
+            and rc.mti_class(p.request.mti) == rc.NETWORK
+            and msg.fields.get(39) == rc.APPROVED
+        ):
             code = p.request.fields.get(70)
-            if code == SIGN_ON:
+            if code == rc.SIGN_ON:
                 self._set_state(State.SIGNED_ON)
-            elif code == SIGN_OFF:
+            elif code == rc.SIGN_OFF:
                 self._set_state(State.SIGNED_OFF)
         self._events.append(ResponseReceived(p.token, p.request, msg, p.sent_at, now))

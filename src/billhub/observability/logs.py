@@ -18,6 +18,7 @@ import orjson
 import structlog
 
 from billhub.errors import DecodeError
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.mask import log_fields, mask_account
 from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
@@ -145,14 +146,14 @@ class LogObserver:
     ) -> None:
         if (
             request is not None
-            and request.fields.get(70) == "301"
+            and request.fields.get(70) == rc.ECHO
             and _state["level"] > logging.DEBUG
         ):
             return  # echo tests are logged at debug only: skip building the event
         fields: dict[str, Any] = log_fields(request) if request is not None else {"mti": None}
         fields["response_mti"] = response.mti
         fields["response_code"] = response.fields.get(39)
-        if request is not None and request.mti == "0800" and request.fields.get(70) == "301":
+        if request is not None and request.fields.get(70) == rc.ECHO:
             self.log.debug(
                 "message",
                 link=link.link_id,

@@ -52,6 +52,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from billhub.errors import DecodeError
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkInfo, LinkObserver
@@ -507,14 +508,14 @@ class Metrics:
     def _kind(self, mti: str | None, pc: str | None, network: str | None) -> str:
         if mti is None:
             return "undecodable"
-        cls = mti[:2]
-        if cls == "02":
+        cls = rc.mti_class(mti)
+        if cls == rc.FINANCIAL:
             return self._processing.get(pc or "", "other")
-        if cls == "04":
+        if cls == rc.REVERSAL:
             return "reversal"
-        if cls == "05":
+        if cls == rc.RECONCILIATION:
             return "reconciliation"
-        if cls == "08":
+        if cls == rc.NETWORK:
             return self._network.get(network or "", "network_other")
         return "other"
 

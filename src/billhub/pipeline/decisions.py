@@ -9,6 +9,15 @@ from __future__ import annotations
 import re
 
 from billhub.errors import BillerRejected
+from billhub.iso8583.codes import (
+    APPROVED,
+    FORMAT_ERROR,
+    INVALID_ACCOUNT,
+    INVALID_AMOUNT,
+    MALFUNCTION,
+    NOT_PERMITTED,
+    NOTHING_DUE,
+)
 from billhub.iso8583.de48 import (
     MAX_BILLS,
     BillRecord,
@@ -21,20 +30,6 @@ from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.responses import make_response
 from billhub.pipeline.model import AccountBills, AccountStatus, PaymentKey, PaymentRecord
-
-APPROVED = "00"
-INVALID_TRANSACTION = "12"
-INVALID_AMOUNT = "13"
-INVALID_ACCOUNT = "14"
-NO_ORIGINAL = "25"
-FORMAT_ERROR = "30"
-NOTHING_DUE = "51"
-NOT_PERMITTED = "58"
-CUTOFF = "90"
-UNAVAILABLE = "91"
-UNKNOWN_BILLER = "92"
-DUPLICATE = "94"
-MALFUNCTION = "96"
 
 CURRENCY = "760"
 _ACCOUNT = re.compile(r"[\x21-\x7e]{1,28}")  # as printed on the bill: no spaces

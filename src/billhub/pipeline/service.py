@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from billhub.errors import BillerError, BillerRejected, BillerTimeout, JournalError
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkInfo
@@ -102,14 +103,14 @@ class Pipeline:
         self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def handle(self, request: Message, link: LinkInfo) -> Message:
-        cls = request.mti[:2]
-        if cls == "02":
-            if request.fields.get(3) == "310000":
+        cls = rc.mti_class(request.mti)
+        if cls == rc.FINANCIAL:
+            if request.fields.get(3) == rc.INQUIRY:
                 return await self.inquiry(request)
             return await self.payment(request)
-        if cls == "04":
+        if cls == rc.REVERSAL:
             return await self.reversal(request)
-        return make_response(self.rules, request, d.MALFUNCTION)
+        return make_response(self.rules, request, rc.MALFUNCTION)
 
     # -- inquiry ----------------------------------------------------------------------
 
@@ -117,9 +118,9 @@ class Pipeline:
         code = d.check_inquiry(request)
         route = self.routes.get(request.fields.get(100, ""))
         if code is None and route is None:
-            code = d.UNKNOWN_BILLER
+            code = rc.UNKNOWN_BILLER
         if code is not None or route is None:
-            return d.decline(self.rules, request, code or d.UNKNOWN_BILLER)
+            return d.decline(self.rules, request, code or rc.UNKNOWN_BILLER)
         account = request.fields[102]
         t0 = self.clock.monotonic()
         try:
@@ -133,7 +134,7 @@ class Pipeline:
             return d.decline(self.rules, request, d.refusal_code(exc))
         except (BillerError, TimeoutError) as exc:
             self._observe(route.code, "open_bills", t0, _outcome(exc))
-            return d.decline(self.rules, request, d.UNAVAILABLE)
+            return d.decline(self.rules, request, rc.UNAVAILABLE)
         self._observe(route.code, "open_bills", t0, "ok")
         self._remember_name(route.code, account, bills)
         return d.inquiry_answer(self.rules, request, bills)
@@ -156,10 +157,10 @@ class Pipeline:
             code = d.check_payment(request, bill_error)
             route = self.routes.get(request.fields.get(100, ""))
             if code is None and route is None:
-                code = d.UNKNOWN_BILLER
+                code = rc.UNKNOWN_BILLER
             sdate = self.settlement_date(key.settlement_mmdd)
             if code is None and sdate is None:
-                code = d.FORMAT_ERROR
+                code = rc.FORMAT_ERROR
             tracked = sdate or now.date()
             self.inflight.enter(tracked)  # before the closed-date check, no await between
             try:
@@ -188,7 +189,7 @@ class Pipeline:
     ) -> Message:
         now = self.clock.now()
         if code is None and sdate is not None and self.is_closed(sdate):
-            code = d.CUTOFF
+            code = rc.CUTOFF
         record = PaymentRecord(
             payment_id=self.ids.payment_id(),
             key=key,
@@ -245,7 +246,7 @@ class Pipeline:
             self._finish(record, PaymentState.DECLINED, d.refusal_code(exc))
         except BillerError as exc:
             self._observe(route.code, "post_payment", t0, _outcome(exc))
-            self._finish(record, PaymentState.DECLINED, d.UNAVAILABLE)  # nothing was posted
+            self._finish(record, PaymentState.DECLINED, rc.UNAVAILABLE)  # nothing was posted
         else:
             self._observe(route.code, "post_payment", t0, "ok")
             posted = True
@@ -284,15 +285,15 @@ class Pipeline:
         record.receipt = receipt
         record.customer_name = self._names.get((route.code, record.account))
         record.answer_de48 = d.approved_de48(receipt, record.customer_name)
-        self._finish(record, PaymentState.APPROVED, d.APPROVED)
+        self._finish(record, PaymentState.APPROVED, rc.APPROVED)
 
     def _repeat(self, request: Message, stored: PaymentRecord, content: str) -> Message:
         if stored.content != content:
             self.counters.duplicates += 1
-            return d.decline(self.rules, request, d.DUPLICATE)
+            return d.decline(self.rules, request, rc.DUPLICATE)
         self.counters.repeats += 1
         if stored.state is PaymentState.POSTING:  # its outcome was never recorded
-            return d.decline(self.rules, request, d.UNAVAILABLE)
+            return d.decline(self.rules, request, rc.UNAVAILABLE)
         return d.payment_answer(self.rules, request, stored)
 
     async def _post(
@@ -316,9 +317,9 @@ class Pipeline:
                 self._observe(route.code, "post_payment", t0, _outcome(exc))
             if not asked and isinstance(exc, TimeoutError):
                 # Over budget while queued for the biller: it was never asked.
-                self._finish(record, PaymentState.DECLINED, d.UNAVAILABLE)
+                self._finish(record, PaymentState.DECLINED, rc.UNAVAILABLE)
             else:
-                self._finish(record, PaymentState.UNCERTAIN, d.UNAVAILABLE)
+                self._finish(record, PaymentState.UNCERTAIN, rc.UNAVAILABLE)
                 task = self._resolve_task(record)
         else:
             self._observe(route.code, "post_payment", t0, "ok")
@@ -350,10 +351,10 @@ class Pipeline:
         record.approval_code = record.receipt = record.answer_de48 = None
         task = None
         if reached_biller:
-            self._finish(record, PaymentState.UNCERTAIN, d.MALFUNCTION)
+            self._finish(record, PaymentState.UNCERTAIN, rc.MALFUNCTION)
             task = self._resolve_task(record)
         else:
-            self._finish(record, PaymentState.DECLINED, d.MALFUNCTION)
+            self._finish(record, PaymentState.DECLINED, rc.MALFUNCTION)
         self.unrecorded.hold(record, task)
         self.wake_resolver()
         return d.payment_answer(self.rules, request, record)
@@ -385,13 +386,13 @@ class Pipeline:
         key = d.payment_key(request)
         amount = int(request.fields.get(4, "0"))
         if request.fields.get(49) != d.CURRENCY:
-            return d.decline(self.rules, request, d.FORMAT_ERROR)
+            return d.decline(self.rules, request, rc.FORMAT_ERROR)
         async with self.locks.hold(key):
             try:
                 return await self._reverse(request, key, amount)
             except JournalError:
                 self.counters.journal_errors += 1
-                return d.decline(self.rules, request, d.MALFUNCTION)
+                return d.decline(self.rules, request, rc.MALFUNCTION)
 
     async def _reverse(self, request: Message, key: PaymentKey, amount: int) -> Message:
         previous = await self.journal.get_reversal(key)
@@ -407,19 +408,19 @@ class Pipeline:
             biller=payment.biller if payment else request.fields.get(100, ""),
             amount=amount,
             received_at=now,
-            response_code=d.NO_ORIGINAL,
+            response_code=rc.NO_ORIGINAL,
             payment_id=payment.payment_id if payment else None,
             booked_on=self.business_day() or sdate,
         )
         if payment is None or payment.state is not PaymentState.APPROVED:
             # Never approved: 25, and remembered so that a late original is declined too.
             await self.journal.insert_reversal(reversal)
-            return d.decline(self.rules, request, d.NO_ORIGINAL)
+            return d.decline(self.rules, request, rc.NO_ORIGINAL)
         if payment.amount != amount:
-            return d.decline(self.rules, request, d.INVALID_AMOUNT)  # full reversals only
+            return d.decline(self.rules, request, rc.INVALID_AMOUNT)  # full reversals only
         route = self.routes.get(payment.biller)
         task = None
-        reversal.response_code = d.APPROVED
+        reversal.response_code = rc.APPROVED
         if route is not None and route.online:
             reversal.cancel_state = "pending"
             task = ResolverTask(0, TaskKind.CANCEL, payment.payment_id, payment.biller, 0, now, now)
@@ -433,7 +434,7 @@ class Pipeline:
             # store is rebuilt from the journal (reversed payments left out) at restart.
             with contextlib.suppress(BillerError):
                 await route.biller.cancel_payment(payment.payment_id)
-        return d.decline(self.rules, request, d.APPROVED)
+        return d.decline(self.rules, request, rc.APPROVED)
 
 
 def _outcome(exc: BaseException) -> str:

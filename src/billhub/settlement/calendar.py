@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from billhub.iso8583 import codes as rc
+
 
 def resolve_mmdd(mmdd: str, today: date) -> date:
     """The date of an MMDD nearest to ``today``; raises ``ValueError`` if no year has it.
@@ -53,10 +55,10 @@ class BusinessDay:
         try:
             new = resolve_mmdd(mmdd, today)
         except ValueError:
-            return CutoverOutcome("30", None)
+            return CutoverOutcome(rc.FORMAT_ERROR, None)
         if self.current is None or new > self.current:
             self.current = new
-            return CutoverOutcome("00", new)
+            return CutoverOutcome(rc.APPROVED, new)
         if new == self.current:
-            return CutoverOutcome("00", None)
-        return CutoverOutcome("30", None)
+            return CutoverOutcome(rc.APPROVED, None)
+        return CutoverOutcome(rc.FORMAT_ERROR, None)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
 
+from billhub.iso8583 import codes as rc
 from billhub.settlement.calendar import BusinessDay
 from billhub.settlement.ports import CutoverRecord, SettlementStore
 
@@ -69,7 +70,7 @@ class DayCloser:
                 raise
             await self.drained(new)
             await self._close(record)
-            return "00"
+            return rc.APPROVED
 
     async def _closed_dates(self, before: date | None, new: date) -> list[date]:
         if before is not None:

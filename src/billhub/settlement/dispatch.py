@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.observer import LinkInfo
@@ -40,14 +41,14 @@ class HubDispatcher:
         self.reconciler = reconciler
 
     async def handle(self, request: Message, link: LinkInfo) -> Message:
-        if request.mti == "0800":  # the link hands over only cutovers
+        if rc.mti_class(request.mti) == rc.NETWORK:  # the link hands over only cutovers
             if self.closer is not None:
                 code = await self.closer.cutover(request.fields[15])
             else:
                 code = self.day.cutover(request.fields[15], self.today()).code
             return make_response(self.rules, request, code)
-        if request.mti[:2] == "05":
+        if rc.mti_class(request.mti) == rc.RECONCILIATION:
             if self.reconciler is None:
-                return make_response(self.rules, request, "96")
+                return make_response(self.rules, request, rc.MALFUNCTION)
             return await self.reconciler.handle(request)
         return await self.financial.handle(request, link)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from billhub.errors import BillhubError
+from billhub.iso8583 import codes as rc
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
 from billhub.settlement.model import Finding, FindingKind, LineType, SettlementLine
@@ -232,7 +233,7 @@ def match_lines(
             continue
         key = (reversal.key.acquirer, reversal.key.rrn.rstrip())
         hub_rev_any[key] = reversal
-        if reversal.response_code == "00":
+        if reversal.response_code == rc.APPROVED:
             hub_rev[key] = reversal
 
     findings: list[Finding] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from datetime import date, datetime
 
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
 from billhub.link.responses import make_response
@@ -43,17 +44,17 @@ class Reconciler:
     async def handle(self, request: Message) -> Message:
         biller = request.fields.get(100, "")
         if biller not in self.billers:
-            return make_response(self.rules, request, "92")
+            return make_response(self.rules, request, rc.UNKNOWN_BILLER)
         d = self.settlement_date(request.fields.get(15, ""))
         if d is None:
-            return make_response(self.rules, request, "30")
+            return make_response(self.rules, request, rc.FORMAT_ERROR)
         current = self.day.current
         if current is None or d >= current:
-            return make_response(self.rules, request, "12")  # not closed yet
+            return make_response(self.rules, request, rc.INVALID_TRANSACTION)  # not closed yet
         switch = totals_of(request)
         hub = await self.store.day_totals(biller, d)
         findings = compare(biller, d, switch, request.fields[97], hub)
-        code = "95" if findings else "00"
+        code = rc.RECONCILE_ERROR if findings else rc.APPROVED
         now = self.now()
         await self.store.record_reconciliation(
             Reconciliation(biller, d, switch, hub, code, now), findings, now

@@ -28,6 +28,7 @@ from typing import Any
 
 import jinja2
 
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.mask import mask_account
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
@@ -199,7 +200,7 @@ def build_report(
             a.count += 1
             a.amount += p.amount
     for r in reversals:
-        if r.response_code != "00" or r.settlement_date != settlement_date:
+        if r.response_code != rc.APPROVED or r.settlement_date != settlement_date:
             continue
         channel = (
             channel_of.get(r.payment_id, UNKNOWN_CHANNEL)
@@ -494,9 +495,9 @@ def _html_context(report: DayReport) -> dict[str, Any]:
         rec = report.reconciliations.get(r.code)
         if rec is None:
             recon_status[r.code] = ("none", "not reconciled")
-        elif rec.response_code == "00":
+        elif rec.response_code == rc.APPROVED:
             recon_status[r.code] = ("ok", "agreed (00)")
-        elif rec.response_code == "95":
+        elif rec.response_code == rc.RECONCILE_ERROR:
             recon_status[r.code] = ("bad", "disagreed (95)")
         else:
             recon_status[r.code] = ("bad", f"answered {rec.response_code}")

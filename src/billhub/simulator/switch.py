@@ -12,9 +12,10 @@ import asyncio
 import ssl
 
 from billhub.errors import BillhubError, LinkClosed
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.message import Message
-from billhub.link.core import CUTOVER, ECHO, SIGN_OFF, SIGN_ON, Link, Role, Timers
+from billhub.link.core import Link, Role, Timers
 from billhub.link.events import (
     AnsweredByLink,
     LinkTerminated,
@@ -122,16 +123,16 @@ class SwitchLink(asyncio.Protocol):
         return await self.request(self.link.network_request(code, settlement_date))
 
     async def sign_on(self) -> Message:
-        return await self.network(SIGN_ON)
+        return await self.network(rc.SIGN_ON)
 
     async def sign_off(self) -> Message:
-        return await self.network(SIGN_OFF)
+        return await self.network(rc.SIGN_OFF)
 
     async def echo(self) -> Message:
-        return await self.network(ECHO)
+        return await self.network(rc.ECHO)
 
     async def cutover(self, mmdd: str) -> Message:
-        return await self.network(CUTOVER, mmdd)
+        return await self.network(rc.CUTOVER, mmdd)
 
     async def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -161,7 +162,9 @@ class SwitchLink(asyncio.Protocol):
                     fut.set_exception(ev.error)
             elif isinstance(ev, RequestReceived):
                 # The hub sends the switch nothing but echo tests (answered by the link).
-                link.send_response(ev.request, make_response(link.rules, ev.request, "12"))
+                link.send_response(
+                    ev.request, make_response(link.rules, ev.request, rc.INVALID_TRANSACTION)
+                )
             elif isinstance(ev, AnsweredByLink):
                 self.answered_by_link.append(ev)
                 if ev.reason == "echo":

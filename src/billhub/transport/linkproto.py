@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.message import Message
 from billhub.link.core import Link, Role, Timers
@@ -31,8 +32,6 @@ from billhub.link.events import (
 from billhub.link.observer import LinkInfo, LinkObserver
 from billhub.link.responses import make_response
 from billhub.pipeline.ports import RequestHandler
-
-_FINANCIAL = frozenset({"02", "04", "05"})
 
 
 def transmission_time() -> str:
@@ -221,9 +220,12 @@ class LinkProtocol(asyncio.Protocol):
 
     def _start_request(self, ev: RequestReceived) -> None:
         req = ev.request
-        if self._draining and req.mti[:2] in _FINANCIAL:
+        if self._draining and rc.mti_class(req.mti) in rc.FINANCIAL_CLASSES:
             self._respond(
-                req, make_response(self.link.rules, req, "91"), ev.received_at, "shutting_down"
+                req,
+                make_response(self.link.rules, req, rc.UNAVAILABLE),
+                ev.received_at,
+                "shutting_down",
             )
             return
         self.idle.clear()
@@ -235,12 +237,12 @@ class LinkProtocol(asyncio.Protocol):
         try:
             response = await self.handler.handle(request, self.info)
         except asyncio.CancelledError:
-            response = make_response(self.link.rules, request, "91")
+            response = make_response(self.link.rules, request, rc.UNAVAILABLE)
             self._respond(request, response, received_at, "cancelled")
             raise
         except Exception as exc:  # the handler broke its contract: answer, never crash
             self.observer.handler_failed(self.info, request, exc)
-            response = make_response(self.link.rules, request, "96")
+            response = make_response(self.link.rules, request, rc.MALFUNCTION)
         self._respond(request, response, received_at, "handled")
 
     def _respond(
