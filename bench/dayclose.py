@@ -28,10 +28,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from billhub.clearing import write_report
-from billhub.config import parse_config
-from billhub.connectors.batch import BatchConnector
-from billhub.journal.sqlite import SqliteJournal, SqliteSettlementStore
+from billhub.app.clearing import write_report
+from billhub.config import JournalConfig, parse_config
+from billhub.connectors.registry import ConnectorContext, build_biller
+from billhub.journal.factory import build_journal
 from billhub.settlement.calendar import BusinessDay
 from billhub.settlement.dayclose import DayCloser
 
@@ -133,9 +133,9 @@ async def main() -> int:
     db = work / "journal.db"
     (work / "inbox").mkdir()
     (work / "outbox").mkdir()
-    journal = SqliteJournal(db)
-    await journal.open()  # creates the schema exactly as the hub does
-    await journal.close()
+    stores = build_journal(JournalConfig(kind="sqlite", path=db))
+    await stores.open()  # creates the schema exactly as the hub does
+    await stores.close()
     t0 = time.perf_counter()
     total, rev_total = fill(db, args.payments, args.reversals_per_mille)
     print(
@@ -170,19 +170,15 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
         base_dir=work,
         env={},
     )
-    journal = SqliteJournal(db)
-    await journal.open()
-    store = SqliteSettlementStore(journal)
+    stores = build_journal(config.journal)
+    await stores.open()
+    journal, store = stores.journal, stores.settlement
     bcfg = next(b for b in config.billers if b.code == BATCH)
-    assert bcfg.batch is not None
-    batch = BatchConnector(BATCH, bcfg.batch, work, today=lambda: DAY)
+    batch = build_biller(bcfg, ConnectorContext(work, lambda: DAY))
     t0 = time.perf_counter()
     await batch.start(journal)
     start_s = time.perf_counter() - t0
-    day = BusinessDay(DAY)
-
-    async def write_files(closed: list[date]) -> list[tuple[str, date, str]]:
-        return [(BATCH, d, str(await batch.write_payments_file(d, journal))) for d in closed]
+    day = BusinessDay(lambda: DAY, DAY)
 
     async def drained(_: date) -> None:
         return None
@@ -190,11 +186,11 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
     closer = DayCloser(
         store,
         day,
+        billers=[batch],
+        ledger=journal,
         drained=drained,
-        write_files=write_files,
         exclusive=contextlib.nullcontext,  # type: ignore[arg-type]
         now=lambda: datetime.now(UTC),
-        today=lambda: DAY,
     )
     t0 = time.perf_counter()
     code = await closer.cutover((DAY + timedelta(days=1)).strftime("%m%d"))
@@ -206,7 +202,7 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
     assert sum(t.amount for t in totals.values()) == total
     assert sum(t.reversal_amount for t in totals.values()) == rev_total
     await batch.close()
-    await journal.close()
+    await stores.close()
     t0 = time.perf_counter()
     done = await write_report(config, DAY, work / "reports")
     report_s = time.perf_counter() - t0

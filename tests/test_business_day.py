@@ -164,10 +164,10 @@ async def test_closing_a_day_survives_a_crash_and_is_redone(tmp_path: Path, pki)
     for a in [a for a in world.batch_accounts if a.status == "active" and a.total_due > 0][:3]:
         assert (await link.request(world.pay(BATCH, a))).fields[39] == "00"
 
-    async def crash(closed):  # type: ignore[no-untyped-def]
+    async def crash(dates, ledger):  # type: ignore[no-untyped-def]
         raise OSError("disk gone mid-cutover")
 
-    world.hub.write_payments_files = crash  # type: ignore[method-assign]
+    world.hub.billers[BATCH].close_day = crash  # type: ignore[method-assign]
     resp = await link.request(link.link.network_request("201", mmdd(TOMORROW)))
     assert resp.fields[39] == "96", "the cutover could not finish: no 00"
     path = world.outbox / f"payments-{BATCH}-{TODAY:%Y%m%d}.csv"
@@ -178,7 +178,7 @@ async def test_closing_a_day_survives_a_crash_and_is_redone(tmp_path: Path, pki)
     try:
         assert path.exists(), "the closing was redone at start-up"
         first = path.read_bytes()
-        last = await again.hub.closer.store.latest_cutover()  # type: ignore[union-attr]
+        last = await again.hub.closer.store.latest_cutover()
         assert last is not None and last.state == "closed" and last.new_date == TOMORROW
         assert again.hub.day.current == TOMORROW
         link = await again.link()

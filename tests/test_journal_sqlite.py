@@ -191,29 +191,24 @@ async def test_insert_same_key_new_payment_id_still_returns_existing(
     assert len(await journal.payments()) == 1
 
 
-async def test_late_original_after_unknown_reversal_is_declined_25(
-    journal: SqliteJournal,
+async def test_a_reversal_of_an_unknown_original_is_remembered_for_its_key(
+    journal: SqliteJournal, db_path: Path
 ) -> None:
-    # 6.4: original never seen -> 25, and the key is remembered as reversed.
+    # 6.4: original never seen -> the key is remembered as reversed (the pipeline then
+    # declines the late original 25: tests/test_pipeline_journal_rules.py).
+    assert await journal.reversed_before_payment(key("000000000004")) is False
     await journal.insert_reversal(
         reversal("000000000004", payment_id=None, response_code="25", booked_on=None)
     )
-    rec = payment("000000000004")
-    stored, created = await journal.insert_payment(rec)
-
-    assert created is True
-    assert stored.state is PaymentState.DECLINED
-    assert stored.response_code == "25"
-    on_disk = await journal.get_payment(rec.key)
-    assert on_disk is not None
-    assert on_disk.state is PaymentState.DECLINED
-    assert on_disk.response_code == "25"
-    assert on_disk.answered_at is not None
-    # Its repeat is answered from the journal: declined 25 again, nothing new.
-    again, created_again = await journal.insert_payment(payment("000000000004", payment_id="P-X"))
-    assert created_again is False
-    assert again.response_code == "25"
-    assert await journal.held_payments(BILLER) == []
+    assert await journal.reversed_before_payment(key("000000000004")) is True
+    assert await journal.reversed_before_payment(key("000000000005")) is False
+    await journal.close()
+    again = SqliteJournal(db_path)
+    await again.open()
+    try:
+        assert await again.reversed_before_payment(key("000000000004")) is True
+    finally:
+        await again.close()
 
 
 # -- finish_payment -------------------------------------------------------------------------
@@ -454,51 +449,20 @@ async def test_complete_task_with_reversal_key_confirms_cancel(journal: SqliteJo
     assert untouched is not None and untouched.cancel_state == "pending"
 
 
-# -- recover: after a crash -------------------------------------------------------------------
+# -- after a crash: what is left unfinished ----------------------------------------------------
+# (turning it into uncertain payments is the pipeline's rule: tests/test_pipeline_journal_rules.py)
 
 
-async def test_recover_turns_posting_into_uncertain_with_one_task_each(
+async def test_unfinished_payments_are_those_left_posting_oldest_first(
     journal: SqliteJournal,
 ) -> None:
     posting = [payment(f"00000000005{i}") for i in range(3)]
     for p in posting:
         await journal.insert_payment(p)
-    approved = await approved_in_journal(journal, "000000000060")
-    declined, _ = await journal.insert_payment(payment("000000000061"))
-    declined.state, declined.response_code, declined.answered_at = PaymentState.DECLINED, "13", T0
-    await journal.finish_payment(declined)
-
-    now, later = T0 + timedelta(hours=1), T0 + timedelta(hours=1, minutes=10)
-    commits = journal.stats.commits
-    recovered = await journal.recover(now, later)
-    assert journal.stats.commits == commits + 1  # one commit for all of them
-
-    assert [r.payment_id for r in recovered] == [p.payment_id for p in posting]
-    for r in recovered:
-        assert r.state is PaymentState.UNCERTAIN
-        assert r.response_code == "91"
-        stored = await journal.get_payment_by_id(r.payment_id)
-        assert stored == r
-    tasks = list(await journal.open_tasks())
-    assert sorted(t.payment_id for t in tasks) == sorted(p.payment_id for p in posting)
-    for t in tasks:
-        assert t.kind is TaskKind.RESOLVE
-        assert t.biller == BILLER
-        assert t.attempts == 0
-        assert t.not_before_final == later
-        assert t.next_at <= now
-    assert len(await journal.due_tasks(now)) == 3
-
-    assert await journal.get_payment_by_id(approved.payment_id) == approved
-    assert await journal.get_payment_by_id(declined.payment_id) == declined
-
-    assert await journal.recover(now + timedelta(minutes=1), later) == []
-    assert len(list(await journal.open_tasks())) == 3
-
-
-async def test_recover_on_a_clean_journal_does_nothing(journal: SqliteJournal) -> None:
-    assert await journal.recover(T0, T0) == []
-    assert list(await journal.open_tasks()) == []
+    await approved_in_journal(journal, "000000000060")
+    assert [p.payment_id for p in await journal.unfinished_payments()] == [
+        p.payment_id for p in posting
+    ]
 
 
 # -- durability ---------------------------------------------------------------------------------
@@ -701,7 +665,8 @@ CALLS: dict[str, Callable[[SqliteJournal], Awaitable[Any]]] = {
     "open_tasks": lambda j: j.open_tasks(),
     "reschedule_task": lambda j: j.reschedule_task(task_for("P-1")),
     "complete_task": lambda j: j.complete_task(task_for("P-1"), outcome="x"),
-    "recover": lambda j: j.recover(T0, T0),
+    "unfinished_payments": lambda j: j.unfinished_payments(),
+    "write_outcomes": lambda j: j.write_outcomes([(payment("000000000130"), None)]),
     "approved_payments": lambda j: j.approved_payments(BILLER, SDATE),
     "reversals_booked": lambda j: j.reversals_booked(BILLER, SDATE),
     "held_payments": lambda j: j.held_payments(BILLER),

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.hubharness import base_config
 from tests.txharness import BATCH, REST, TODAY, World, find, mmdd, start_world
 
+from billhub.app.hub import build_hub
 from billhub.config import parse_config
 from billhub.errors import BillhubError, DecodeError
-from billhub.hub import build_hub
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import load_spec
 from billhub.link.observer import LinkInfo

@@ -15,8 +15,8 @@ from typing import Any
 
 from tests.hubharness import Recorder, base_config
 
+from billhub.app.hub import Hub, build_hub
 from billhub.config import parse_config
-from billhub.hub import Hub, build_hub
 from billhub.iso8583.de48 import parse_tlv
 from billhub.iso8583.message import Message
 from billhub.pipeline.decisions import payment_key

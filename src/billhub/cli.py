@@ -16,17 +16,17 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from billhub.clearing import import_settlement_file, write_report
+from billhub.app.clearing import import_settlement_file, write_report
+from billhub.app.demo import run_demo
+from billhub.app.hub import serve
+from billhub.app.ops import add_ops_parsers
 from billhub.config import load_config
 from billhub.errors import BillhubError, ConfigError
-from billhub.hub import serve
 from billhub.iso8583.spec import load_spec
 from billhub.iso8583.table import field_table
 from billhub.money import Amount
 from billhub.observability.logs import configure
-from billhub.opscli import add_ops_parsers
 from billhub.simulator.cli import add_switch_parser, run_switch
-from billhub.simulator.demo import run_demo
 from billhub.transport.certs import init_dev_certs
 
 EXIT_USAGE = 2

@@ -18,7 +18,8 @@ letting a traceback reach a user or the wire::
     │   ├── BillerTimeout        no answer in time
     │   ├── BillerUnavailable    connection refused or lost, 5xx, 401
     │   └── BillerRejected       a 4xx refusal defined by the biller contract
-    └── JournalError           the journal could not record or read
+    ├── JournalError           the journal could not record or read
+    └── SchemaTooNew           a database file written by a newer billhub
 
 Error messages never carry raw frames or field values: a frame may hold an
 account number, and messages end up in logs.
@@ -130,3 +131,13 @@ class BillerRejected(BillerError):
 
 class JournalError(BillhubError):
     """The journal could not durably record or read."""
+
+
+class SchemaTooNew(BillhubError):
+    """A database file's schema is newer than this billhub knows: it is not written to,
+    since an older hub would misread it. ``found`` and ``known`` say which."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"schema {found} is newer than this billhub's {known}")
+        self.found = found
+        self.known = known

@@ -59,12 +59,11 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from billhub.config import BatchSettings
 from billhub.connectors.billsfile import (
@@ -81,18 +80,21 @@ from billhub.connectors.paymentsfile import (
     render,
     reversed_row,
 )
-from billhub.errors import BillerRejected, BillerUnavailable, JournalError
+from billhub.db.sqlite import migrate, rollback
+from billhub.errors import BillerRejected, BillerUnavailable, JournalError, SchemaTooNew
 from billhub.pipeline.model import (
     AccountBills,
     AccountStatus,
     Bill,
+    DayFile,
+    InboxFile,
+    InboxOutcome,
     PaymentOrder,
     PaymentRecord,
     PostingStatus,
     StatusAnswer,
 )
 from billhub.pipeline.ports import PaymentsLedger
-from billhub.sqlite_schema import SchemaTooNew, migrate, rollback
 
 __all__ = ["SCHEMA_VERSION", "BatchConnector", "LoadOutcome", "LoadResult", "PaymentLookup"]
 
@@ -150,32 +152,9 @@ _MIGRATIONS: list[tuple[int, str, list[str]]] = [
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
-class LoadOutcome(StrEnum):
-    LOADED = "loaded"  # committed; the file is now in loaded/
-    DUPLICATE = "duplicate"  # its name or sha256 was loaded before; moved to loaded/
-    REJECTED = "rejected"  # a bad row; nothing changed; moved to rejected/ with a .reason
-    IGNORED = "ignored"  # not a bills file of this biller; left where it is
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    """What :meth:`BatchConnector.load_inbox` did with one file of the inbox.
-
-    ``row``/``reason``: the bad row (1-based, header = row 1) of a rejected file, or
-    why a file was a duplicate or ignored. ``conflicts``: bill ids the file tried to
-    change although a held payment paid them (they stay paid). ``stale``: bill ids
-    not applied because a newer file (by name order) had set them already.
-    ``path``: where the file is now.
-    """
-
-    name: str
-    outcome: LoadOutcome
-    rows: int = 0
-    conflicts: tuple[str, ...] = ()
-    stale: tuple[str, ...] = ()
-    row: int | None = None
-    reason: str | None = None
-    path: Path | None = None
+#: The connector's names for the port's inbox results (kept for its callers).
+LoadOutcome = InboxOutcome
+LoadResult = InboxFile
 
 
 @dataclass(slots=True)
@@ -259,6 +238,7 @@ class BatchConnector:
     """
 
     status_is_authoritative = True
+    exchanges_files = True
 
     def __init__(
         self,
@@ -419,6 +399,18 @@ class BatchConnector:
             digits.append(_B36[d])
         return "B" + "".join(digits)
 
+    # -- the life cycle of the port: poll the inbox, close a day ------------------------
+
+    async def poll(self) -> list[LoadResult]:
+        """The port's poll: :meth:`load_inbox`."""
+        return await self.load_inbox()
+
+    async def close_day(self, dates: Sequence[date], ledger: PaymentsLedger) -> list[DayFile]:
+        """The port's close of day: a payments file for each closed date, in order."""
+        return [
+            DayFile(self.code, d, await self.write_payments_file(d, ledger)) for d in dates
+        ]
+
     # -- bills files --------------------------------------------------------------------
 
     async def load_inbox(self) -> list[LoadResult]:
@@ -521,12 +513,9 @@ class BatchConnector:
             return await self._in_thread(_write_atomic, target, data)
 
     async def _find_payment(self, ledger: PaymentsLedger, payment_id: str) -> PaymentRecord | None:
-        lookup = self._payments_by_id
-        if lookup is None:
-            lookup = cast(PaymentLookup | None, getattr(ledger, "get_payment_by_id", None))
-        if lookup is None:
-            return None
-        return await lookup(payment_id)
+        if self._payments_by_id is not None:
+            return await self._payments_by_id(payment_id)
+        return await ledger.get_payment_by_id(payment_id)
 
     def _receipt_of(self, payment: PaymentRecord) -> str:
         return payment.receipt or self.receipt_for(payment.payment_id)

@@ -36,7 +36,7 @@ import contextlib
 import json
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -50,10 +50,13 @@ from billhub.pipeline.model import (
     AccountBills,
     AccountStatus,
     Bill,
+    DayFile,
+    InboxFile,
     PaymentOrder,
     PostingStatus,
     StatusAnswer,
 )
+from billhub.pipeline.ports import PaymentsLedger
 
 __all__ = ["REFUSALS", "RestConnector"]
 
@@ -113,6 +116,7 @@ class RestConnector:
     """
 
     status_is_authoritative = False
+    exchanges_files = False
 
     def __init__(
         self,
@@ -142,6 +146,19 @@ class RestConnector:
 
     def __repr__(self) -> str:
         return f"RestConnector(code={self.code!r}, base_url={self._base!r})"
+
+    # ------------------------------------------------------------------ the life cycle
+
+    async def start(self, ledger: PaymentsLedger) -> None:
+        """Nothing to open before traffic: the session is made on the first call."""
+
+    async def poll(self) -> list[InboxFile]:
+        """An online biller drops no files."""
+        return []
+
+    async def close_day(self, dates: Sequence[date], ledger: PaymentsLedger) -> list[DayFile]:
+        """An online biller has every payment already: a closed day owes it no file."""
+        return []
 
     # ------------------------------------------------------------------ the four questions
 

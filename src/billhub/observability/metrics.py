@@ -633,7 +633,7 @@ class Metrics:
     # -- the journal, settlement and batch billers -----------------------------------------------
 
     def journal_commit(self, group_size: int, seconds: float) -> None:
-        """SqliteJournal's ``on_commit`` hook; runs on the journal's thread."""
+        """The journal's ``on_commit`` hook; runs on the journal's thread."""
         self.commit_group.observe(group_size)
         self.commit_duration.observe(seconds)
 

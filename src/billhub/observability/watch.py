@@ -3,7 +3,7 @@
 :class:`HubWatch` reads the hub's parts through callbacks and ports (links from the
 transport, billers' health, the journal's ledger, the resolver's backlog), so that
 this package imports neither the transport nor the journal (STYLE.md layers). The
-composition root (:mod:`billhub.hub`) builds it.
+composition root (:mod:`billhub.app.hub`) builds it.
 
 Every journal read is bounded by ``journal_timeout``: an admin request never hangs
 on a stuck journal, it reports it.

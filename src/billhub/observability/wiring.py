@@ -1,6 +1,6 @@
 """The hub's observability, built once: logs, metrics and billers' health, as observers.
 
-:func:`build_observability` gives the composition root (:mod:`billhub.hub`) what to
+:func:`build_observability` gives the composition root (:mod:`billhub.app.hub`) what to
 plug where one observer is expected: ``link_observer`` for the transport (logs, then
 metrics), ``pipeline_observer`` for the pipeline and the resolver (health, then
 metrics), ``journal_hooks()`` for the SQLite journal's commit hook. With metrics off
@@ -50,8 +50,8 @@ class Observability:
     journal_health: JournalHealth
 
     def journal_hooks(self) -> dict[str, Any]:
-        """Keyword arguments for ``SqliteJournal``: its write health, and its commit hook
-        and clock if counted."""
+        """Keyword arguments for ``build_journal``: its write health, and its commit
+        hook and clock if counted."""
         if self.metrics is None:
             return {"health": self.journal_health}
         return {
@@ -96,12 +96,16 @@ def build_observability(
     log_observer: LinkObserver,
     *,
     billers: Sequence[BillerInfo],
+    file_billers: Sequence[str] = (),
     rules: LinkRules,
     refusal_reasons: Sequence[str],
     metrics: bool,
     journal: str = "",
 ) -> Observability:
     """Logs and health always; metrics when asked (the admin port serves them).
+
+    ``file_billers``: the billers that exchange files (their bills-file counters
+    are exposed at zero from the start).
 
     ``journal`` names the journal in its health log lines (a path, never a DSN).
     """
@@ -112,7 +116,7 @@ def build_observability(
         return Observability(None, health, billers, log_observer, health, jh)
     m = Metrics(
         billers=[b.code for b in billers],
-        batch_billers=[b.code for b in billers if b.kind == "batch"],
+        batch_billers=list(file_billers),
         rules=rules,
         refusal_reasons=refusal_reasons,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from pathlib import Path
 
 
 class AccountStatus(StrEnum):
@@ -163,3 +164,49 @@ class ResolverTask:
     created_at: datetime
     not_before_final: datetime | None = None  # "unknown" is final only after this
     detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A resolver task as the journal keeps its history: the task, when and how it ended."""
+
+    task: ResolverTask
+    done_at: datetime | None
+    outcome: str | None
+
+
+class InboxOutcome(StrEnum):
+    LOADED = "loaded"  # committed; the file is now in loaded/
+    DUPLICATE = "duplicate"  # its name or sha256 was loaded before; moved to loaded/
+    REJECTED = "rejected"  # a bad row; nothing changed; moved to rejected/ with a .reason
+    IGNORED = "ignored"  # not a bills file of this biller; left where it is
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFile:
+    """What a biller's :meth:`~billhub.pipeline.ports.Biller.poll` did with one file.
+
+    ``row``/``reason``: the bad row (1-based, header = row 1) of a rejected file, or
+    why a file was a duplicate or ignored. ``conflicts``: bill ids the file tried to
+    change although a held payment paid them (they stay paid). ``stale``: bill ids
+    not applied because a newer file (by name order) had set them already.
+    ``path``: where the file is now.
+    """
+
+    name: str
+    outcome: InboxOutcome
+    rows: int = 0
+    conflicts: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+    row: int | None = None
+    reason: str | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DayFile:
+    """A file a biller's :meth:`~billhub.pipeline.ports.Biller.close_day` wrote."""
+
+    biller: str
+    settlement_date: date
+    path: Path

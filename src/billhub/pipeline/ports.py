@@ -2,8 +2,8 @@
 
 The pipeline reaches billers, the journal and the clock only through these
 (STYLE.md): connectors implement :class:`Biller`, journals :class:`Journal`,
-the composition root supplies a :class:`Clock`. The network shell, in turn,
-asks the application through :class:`RequestHandler`.
+the composition root supplies a :class:`Clock` and a :class:`BusinessCalendar`.
+The network shell, in turn, asks the application through :class:`RequestHandler`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
 from billhub.pipeline.model import (
     AccountBills,
+    DayFile,
+    InboxFile,
     PaymentKey,
     PaymentOrder,
     PaymentRecord,
     ResolverTask,
     ReversalRecord,
     StatusAnswer,
+    TaskRecord,
 )
 
 
@@ -39,8 +42,39 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
+class BusinessCalendar(Protocol):
+    """The settlement dates as the switch's cutovers move them (LINK-SPEC 3, 6.1)."""
+
+    @property
+    def current(self) -> date | None:
+        """The open business day, or None before the first cutover."""
+        ...
+
+    def settlement_date(self, mmdd: str) -> date | None:
+        """DE 15's date, its year nearest today; None if no nearby year has it."""
+        ...
+
+    def is_closed(self, day: date) -> bool:
+        """Whether a cutover closed ``day`` (payments for it are declined `90`)."""
+        ...
+
+
+class ResolverWake(Protocol):
+    """The resolver, as the pipeline sees it: told when new work is committed."""
+
+    def wake(self) -> None: ...
+
+
 class Biller(Protocol):
-    """BILLERS.md's four questions. Every call may raise only
+    """One company's billing system: BILLERS.md's four questions, and its life cycle.
+
+    Life cycle, called the same way for every biller by the composition:
+    :meth:`start` once before traffic, :meth:`poll` every few seconds (take in
+    what the company dropped: bills files), :meth:`close_day` at a cutover
+    (write what the closed days owe the company: payments files), :meth:`close`
+    at shutdown. Online billers have nothing to do in the first three.
+
+    The four questions. Every call may raise only
     :class:`~billhub.errors.BillerRejected` (a contract refusal, ``code`` as in the
     BILLERS.md error table: ``unknown_account``, ``account_blocked``,
     ``nothing_due``, ``bill_not_open``, ``amount_not_acceptable``,
@@ -51,9 +85,29 @@ class Biller(Protocol):
     """
 
     code: str
-    #: True when a "unknown" payment status is final at once (the hub's own store);
-    #: False for a remote system, where a late posting may still arrive.
+    #: True when a "unknown" payment status is final at once (the hub's own store,
+    #: whose postings live and die with the hub); False for a remote system, where
+    #: a late posting may still arrive. It decides how a payment is posted (see
+    #: :attr:`~billhub.pipeline.routes.BillerRoute.online`) and when the resolver's
+    #: "never posted" is final.
     status_is_authoritative: bool
+    #: True when the biller exchanges files with the company (a bills inbox,
+    #: payments files): its :meth:`poll` and :meth:`close_day` results are counted.
+    exchanges_files: bool
+
+    async def start(self, ledger: PaymentsLedger) -> None:
+        """Before traffic: open what the connector keeps, and learn from the journal
+        what it must hold (the hub's own store re-marks the bills of held payments)."""
+        ...
+
+    async def poll(self) -> Sequence[InboxFile]:
+        """Take in what the company dropped since the last poll (bills files)."""
+        ...
+
+    async def close_day(self, dates: Sequence[date], ledger: PaymentsLedger) -> Sequence[DayFile]:
+        """At a cutover: write what each closed date owes the company (payments files).
+        Writing a date again gives the same bytes."""
+        ...
 
     async def open_bills(self, account: str) -> AccountBills: ...
 
@@ -85,6 +139,10 @@ class PaymentsLedger(Protocol):
         """Approved and not reversed: what the biller must hold."""
         ...
 
+    async def get_payment_by_id(self, payment_id: str) -> PaymentRecord | None:
+        """A payment by its hub payment id (a reversal's original, of any date)."""
+        ...
+
 
 class Journal(PaymentsLedger, Protocol):
     """Durable record of every financial request and its answer.
@@ -99,13 +157,17 @@ class Journal(PaymentsLedger, Protocol):
     async def close(self) -> None: ...
 
     async def insert_payment(self, record: PaymentRecord) -> tuple[PaymentRecord, bool]:
-        """Insert a new payment; returns ``(record, True)``.
+        """Insert a new payment as it is; returns ``(record, True)``.
 
         If its key exists, nothing is inserted and ``(existing, False)`` comes back:
-        the caller answers as for a repeat. If a reversal of this key arrived first
-        (LINK-SPEC 6.4, original never seen), the payment is inserted declined `25`
-        instead, and returned with ``True``.
+        the caller answers as for a repeat.
         """
+        ...
+
+    async def reversed_before_payment(self, key: PaymentKey) -> bool:
+        """Whether a reversal of ``key`` was recorded with no payment to reverse
+        (LINK-SPEC 6.4, original never seen): the pipeline then declines the late
+        original `25`."""
         ...
 
     async def finish_payment(
@@ -122,6 +184,12 @@ class Journal(PaymentsLedger, Protocol):
         the same commit: how an outcome held while the journal could not write is
         recorded later (:mod:`billhub.pipeline.unrecorded`). A row of the same key
         but another payment id is left as it is."""
+        ...
+
+    async def write_outcomes(
+        self, outcomes: Sequence[tuple[PaymentRecord, ResolverTask | None]]
+    ) -> None:
+        """:meth:`write_outcome` for each, all in one commit (recovery after a crash)."""
         ...
 
     async def get_payment(self, key: PaymentKey) -> PaymentRecord | None: ...
@@ -155,13 +223,34 @@ class Journal(PaymentsLedger, Protocol):
         with ``reversal_key``, mark that reversal's cancel confirmed."""
         ...
 
-    async def recover(self, now: datetime, not_before_final: datetime) -> list[PaymentRecord]:
-        """After a restart: every payment left ``POSTING`` becomes ``UNCERTAIN`` (`91`)
-        with a resolve task (whose "unknown" is final only after ``not_before_final``),
-        in one commit. Returns them."""
+    async def unfinished_payments(self) -> list[PaymentRecord]:
+        """Payments still ``POSTING``, oldest first: after a crash, the ones whose
+        biller may hold them although no answer was recorded."""
         ...
 
     async def open_tasks(self) -> Sequence[ResolverTask]: ...
+
+
+class JournalReader(Protocol):
+    """What the operators' commands read: one transaction's whole story."""
+
+    async def payments_by_rrn(
+        self, rrn: str, *, acquirer: str | None = None, mmdd: str | None = None
+    ) -> list[PaymentRecord]:
+        """Payments whose DE 37 (trailing spaces ignored) is ``rrn``, oldest first."""
+        ...
+
+    async def reversals_by_rrn(
+        self, rrn: str, *, acquirer: str | None = None, mmdd: str | None = None
+    ) -> list[ReversalRecord]: ...
+
+    async def task_history(self, payment_id: str) -> list[TaskRecord]:
+        """Every resolver task of a payment, done or not, oldest first."""
+        ...
+
+    async def payments(self, *, biller: str | None = None) -> list[PaymentRecord]:
+        """Every payment (optionally of one biller), oldest first: tests and the demo."""
+        ...
 
 
 class IdSource(Protocol):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -44,11 +43,13 @@ from billhub.pipeline.model import (
     TaskKind,
 )
 from billhub.pipeline.ports import (
+    BusinessCalendar,
     Clock,
     IdSource,
     Journal,
     NullPipelineObserver,
     PipelineObserver,
+    ResolverWake,
 )
 from billhub.pipeline.routes import BillerRoute
 from billhub.pipeline.unrecorded import UnrecordedOutcomes
@@ -77,10 +78,8 @@ class Pipeline:
         clock: Clock,
         ids: IdSource,
         *,
-        settlement_date: Callable[[str], date | None],
-        business_day: Callable[[], date | None],
-        is_closed: Callable[[date], bool] = lambda _: False,
-        wake_resolver: Callable[[], None] = lambda: None,
+        calendar: BusinessCalendar,
+        resolver: ResolverWake | None = None,
         quiet_period: float = 60.0,
         observer: PipelineObserver | None = None,
         unrecorded: UnrecordedOutcomes | None = None,
@@ -90,10 +89,8 @@ class Pipeline:
         self.routes = routes
         self.clock = clock
         self.ids = ids
-        self.settlement_date = settlement_date
-        self.business_day = business_day
-        self.is_closed = is_closed
-        self.wake_resolver = wake_resolver
+        self.calendar = calendar
+        self.resolver = resolver
         self.quiet_period = quiet_period
         self.observer = observer or NullPipelineObserver()
         self.unrecorded = unrecorded if unrecorded is not None else UnrecordedOutcomes()
@@ -158,7 +155,7 @@ class Pipeline:
             route = self.routes.get(request.fields.get(100, ""))
             if code is None and route is None:
                 code = rc.UNKNOWN_BILLER
-            sdate = self.settlement_date(key.settlement_mmdd)
+            sdate = self.calendar.settlement_date(key.settlement_mmdd)
             if code is None and sdate is None:
                 code = rc.FORMAT_ERROR
             tracked = sdate or now.date()
@@ -188,7 +185,7 @@ class Pipeline:
         started: float,
     ) -> Message:
         now = self.clock.now()
-        if code is None and sdate is not None and self.is_closed(sdate):
+        if code is None and sdate is not None and self.calendar.is_closed(sdate):
             code = rc.CUTOFF
         record = PaymentRecord(
             payment_id=self.ids.payment_id(),
@@ -207,13 +204,18 @@ class Pipeline:
         held = self.unrecorded.get(key)
         if held is not None:  # answered while the journal could not write: that answer stands
             return self._repeat(request, held, record.content)
+        try:
+            if await self.journal.reversed_before_payment(key):
+                code = rc.NO_ORIGINAL  # LINK-SPEC 6.4: reversed before it arrived, never posted
+        except JournalError:
+            return self._unrecorded(request, record, reached_biller=False)
         if code is not None:
             record.state, record.response_code, record.answered_at = (
                 PaymentState.DECLINED,
                 code,
                 now,
             )
-        elif route is not None and route.biller.status_is_authoritative:
+        elif route is not None and not route.online:
             return await self._post_local(request, route, record)
         try:
             stored, created = await self.journal.insert_payment(record)
@@ -333,7 +335,7 @@ class Pipeline:
             return self._unrecorded(request, record, reached_biller=may_hold)
         if task is not None:
             self.counters.uncertain += 1
-            self.wake_resolver()
+            self._wake_resolver()
         return d.payment_answer(self.rules, request, record)
 
     def _unrecorded(
@@ -356,8 +358,12 @@ class Pipeline:
         else:
             self._finish(record, PaymentState.DECLINED, rc.MALFUNCTION)
         self.unrecorded.hold(record, task)
-        self.wake_resolver()
+        self._wake_resolver()
         return d.payment_answer(self.rules, request, record)
+
+    def _wake_resolver(self) -> None:
+        if self.resolver is not None:
+            self.resolver.wake()
 
     def _observe(self, biller: str, operation: str, t0: float, outcome: str) -> None:
         self.observer.biller_call(biller, operation, self.clock.monotonic() - t0, outcome)
@@ -400,7 +406,7 @@ class Pipeline:
             self.counters.repeats += 1
             return d.decline(self.rules, request, previous.response_code)
         now = self.clock.now()
-        sdate = self.settlement_date(key.settlement_mmdd) or now.date()
+        sdate = self.calendar.settlement_date(key.settlement_mmdd) or now.date()
         payment = self.unrecorded.get(key) or await self.journal.get_payment(key)
         reversal = ReversalRecord(
             key=key,
@@ -410,7 +416,7 @@ class Pipeline:
             received_at=now,
             response_code=rc.NO_ORIGINAL,
             payment_id=payment.payment_id if payment else None,
-            booked_on=self.business_day() or sdate,
+            booked_on=self.calendar.current or sdate,
         )
         if payment is None or payment.state is not PaymentState.APPROVED:
             # Never approved: 25, and remembered so that a late original is declined too.
@@ -428,7 +434,7 @@ class Pipeline:
             reversal.cancel_state = "in_file"
         await self.journal.insert_reversal(reversal, task=task)
         if task is not None:
-            self.wake_resolver()
+            self._wake_resolver()
         elif route is not None:
             # The hub's own store: reopen the bills at once. Should that fail, the
             # store is rebuilt from the journal (reversed payments left out) at restart.

@@ -7,6 +7,7 @@ date is passed in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -41,20 +42,32 @@ class CutoverOutcome:
 
 
 class BusinessDay:
-    """The current settlement date as cutovers move it (LINK-SPEC 6.1).
+    """The current settlement date as cutovers move it (LINK-SPEC 6.1): the pipeline's
+    :class:`~billhub.pipeline.ports.BusinessCalendar`.
 
     ``current`` is ``None`` until the first cutover; persistence of the day and
-    the closing of payments belong to the settlement module that wraps this.
+    the closing of payments belong to :mod:`billhub.settlement.dayclose`.
+    ``today`` (the UTC date) is injected.
     """
 
-    def __init__(self, current: date | None = None) -> None:
+    def __init__(self, today: Callable[[], date], current: date | None = None) -> None:
+        self.today = today
         self.current = current
 
-    def cutover(self, mmdd: str, today: date) -> CutoverOutcome:
-        """`00` moving to a later date, `00` and nothing for the same, `30` for an earlier."""
+    def settlement_date(self, mmdd: str) -> date | None:
+        """DE 15's date, its year nearest today; None if no nearby year has it."""
         try:
-            new = resolve_mmdd(mmdd, today)
+            return resolve_mmdd(mmdd, self.today())
         except ValueError:
+            return None
+
+    def is_closed(self, day: date) -> bool:
+        return self.current is not None and day < self.current
+
+    def cutover(self, mmdd: str) -> CutoverOutcome:
+        """`00` moving to a later date, `00` and nothing for the same, `30` for an earlier."""
+        new = self.settlement_date(mmdd)
+        if new is None:
             return CutoverOutcome(rc.FORMAT_ERROR, None)
         if self.current is None or new > self.current:
             self.current = new

@@ -2,24 +2,25 @@
 
 A cutover to a later date is recorded ``closing`` first, which is also what
 makes new payments of the closed dates get `90`; then it waits until every
-payment of those dates already in flight is answered and recorded, writes the
-batch billers' payments files, records ``closed``, and only then is `00`
-answered. A crash anywhere in between leaves ``closing`` in the journal; at
-start-up :meth:`DayCloser.restore` redoes the rest (the files are written
-again to the same bytes, nothing is counted twice).
+payment of those dates already in flight is answered and recorded, asks every
+biller to close those days (:meth:`~billhub.pipeline.ports.Biller.close_day`:
+the batch billers write their payments files), records ``closed``, and only
+then is `00` answered. A crash anywhere in between leaves ``closing`` in the
+journal; at start-up :meth:`DayCloser.restore` redoes the rest (the files are
+written again to the same bytes, nothing is counted twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
 
 from billhub.iso8583 import codes as rc
+from billhub.pipeline.model import DayFile
+from billhub.pipeline.ports import Biller, PaymentsLedger
 from billhub.settlement.calendar import BusinessDay
 from billhub.settlement.ports import CutoverRecord, SettlementStore
-
-WriteFiles = Callable[[list[date]], Awaitable[list[tuple[str, date, str]]]]
 
 
 class DayCloser:
@@ -28,19 +29,21 @@ class DayCloser:
         store: SettlementStore,
         day: BusinessDay,
         *,
+        billers: Sequence[Biller],
+        ledger: PaymentsLedger,
         drained: Callable[[date], Awaitable[None]],
-        write_files: WriteFiles,
         exclusive: Callable[[], AbstractAsyncContextManager[None]],
         now: Callable[[], datetime],
-        today: Callable[[], date],
+        on_file: Callable[[DayFile], None] = lambda _: None,
     ) -> None:
         self.store = store
         self.day = day
+        self.billers = billers
+        self.ledger = ledger
         self.drained = drained
-        self.write_files = write_files
         self.exclusive = exclusive
         self.now = now
-        self.today = today
+        self.on_file = on_file
 
     async def restore(self) -> CutoverRecord | None:
         """At start-up: the open day from the journal, and finish a cutover left closing."""
@@ -56,7 +59,7 @@ class DayCloser:
         """The response code of a cutover to ``mmdd``; returns once it is done."""
         async with self.exclusive():
             before = self.day.current
-            outcome = self.day.cutover(mmdd, self.today())  # moves the open day when later
+            outcome = self.day.cutover(mmdd)  # moves the open day when later
             if outcome.new_date is None:
                 return outcome.code  # 30 for an earlier date, 00 for the same one
             new = outcome.new_date
@@ -85,6 +88,10 @@ class DayCloser:
         return out
 
     async def _close(self, record: CutoverRecord) -> None:
-        for biller, d, path in await self.write_files(record.closed_dates):
-            await self.store.record_payments_file(biller, d, path, self.now())
+        for biller in self.billers:
+            for f in await biller.close_day(record.closed_dates, self.ledger):
+                self.on_file(f)
+                await self.store.record_payments_file(
+                    f.biller, f.settlement_date, str(f.path), self.now()
+                )
         await self.store.finish_cutover(record.new_date, self.now())

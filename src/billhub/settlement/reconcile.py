@@ -9,7 +9,7 @@ compared and answered again (and recorded again: it is a new fact).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from datetime import date, datetime
+from datetime import datetime
 
 from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
@@ -29,7 +29,6 @@ class Reconciler:
         *,
         billers: Collection[str],
         day: BusinessDay,
-        settlement_date: Callable[[str], date | None],
         now: Callable[[], datetime],
         on_finding: Callable[[str], None] = lambda _: None,
     ) -> None:
@@ -37,7 +36,6 @@ class Reconciler:
         self.store = store
         self.billers = billers
         self.day = day
-        self.settlement_date = settlement_date
         self.now = now
         self.on_finding = on_finding
 
@@ -45,7 +43,7 @@ class Reconciler:
         biller = request.fields.get(100, "")
         if biller not in self.billers:
             return make_response(self.rules, request, rc.UNKNOWN_BILLER)
-        d = self.settlement_date(request.fields.get(15, ""))
+        d = self.day.settlement_date(request.fields.get(15, ""))
         if d is None:
             return make_response(self.rules, request, rc.FORMAT_ERROR)
         current = self.day.current

@@ -1,8 +1,8 @@
-"""``billhub report`` and ``billhub settle import``: clearing from the journal file.
+"""``billhub report`` and ``billhub settle import``: clearing from the journal.
 
-Both open the journal directly (SQLite in WAL mode lets them run beside a live
-hub) and leave it as they found it but for what they are meant to record: the
-import records its findings once per file, the report writes files only.
+Both open the journal through its factory (SQLite in WAL mode lets them run
+beside a live hub) and leave it as they found it but for what they are meant to
+record: the import records its findings once per file, the report only reads.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from pathlib import Path
 from billhub.config import Config
 from billhub.errors import ConfigError
 from billhub.iso8583 import codes as rc
-from billhub.journal.sqlite import SqliteJournal, SqliteSettlementStore
+from billhub.journal.factory import JournalSet, build_journal
 from billhub.pipeline.model import ReversalRecord
 from billhub.settlement.importfile import match_lines, parse_settlement_file
 from billhub.settlement.model import ImportOutcome
 from billhub.settlement.report import build_report, render_csv, render_html
 
 
-def _journal(config: Config) -> SqliteJournal:
-    if config.journal.kind != "sqlite" or config.journal.path is None:
-        raise ConfigError("journal.kind", "only the SQLite journal is available")
-    if not config.journal.path.exists():
-        raise ConfigError("journal.path", f"no journal at {config.journal.path}")
-    return SqliteJournal(config.journal.path)
+def _journal(config: Config, *, read_only: bool) -> JournalSet:
+    """The journal of ``config``, which must exist: clearing never creates one."""
+    path = config.journal.path
+    if config.journal.kind == "sqlite" and path is not None and not path.exists():
+        raise ConfigError("journal.path", f"no journal at {path}")
+    return build_journal(config.journal, read_only=read_only)
 
 
 @dataclass
@@ -42,10 +42,10 @@ class ReportFiles:
 
 async def write_report(config: Config, day: date, out_dir: Path) -> ReportFiles:
     """The settlement report of ``day``: four CSV files and one HTML page in ``out_dir``."""
-    journal = _journal(config)
+    journal = _journal(config, read_only=True)
     await journal.open()
     try:
-        store = SqliteSettlementStore(journal)
+        store = journal.settlement
         reversals = await store.reversals_on(day)
         adjustments: list[ReversalRecord] = []
         for r in reversals:
@@ -90,10 +90,10 @@ async def import_settlement_file(config: Config, path: Path) -> ImportOutcome:
         lines = parse_settlement_file(data)
     finally:
         gc.enable()
-    journal = _journal(config)
+    journal = _journal(config, read_only=False)
     await journal.open()
     try:
-        store = SqliteSettlementStore(journal)
+        store = journal.settlement
         outcome = ImportOutcome(path.name, sha, already_imported=False, lines=len(lines))
         if await store.imported(sha):
             outcome.already_imported = True

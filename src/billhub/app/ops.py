@@ -6,31 +6,33 @@ API's JSON as is). ``journal show --rrn`` prints one transaction's whole story f
 the journal: the request, the answer, the posting at the biller, the resolver's
 work and the reversal, with the account masked.
 
-The journal is opened read-only (``mode=ro``): the command is safe next to a
-running hub (WAL readers never block its writer) and never creates or migrates a
-file. Every failure is one line on stderr and a non-zero exit (the ``cli`` main
-turns :class:`OpsError` into that line).
+The journal is opened read-only through its factory (SQLite: ``mode=ro``): the
+command is safe next to a running hub (WAL readers never block its writer) and
+never creates or migrates anything. Every failure is one line on stderr and a
+non-zero exit (the ``cli`` main turns :class:`OpsError` into that line).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import sqlite3
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from billhub.config import load_config
-from billhub.errors import BillhubError
+from billhub.config import JournalConfig, load_config
+from billhub.errors import BillhubError, JournalError
 from billhub.iso8583.mask import mask_account
-from billhub.journal import codec as c
+from billhub.journal.factory import build_journal, describe
 from billhub.money import Amount
-from billhub.pipeline.model import PaymentRecord, ResolverTask, ReversalRecord
+from billhub.pipeline.model import PaymentRecord, ReversalRecord, TaskRecord
+from billhub.pipeline.ports import JournalReader
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9100"
 
@@ -230,7 +232,7 @@ class Story:
 
     payment: PaymentRecord | None
     reversal: ReversalRecord | None
-    tasks: list[tuple[ResolverTask, str | None, str | None]] = field(default_factory=list)
+    tasks: list[TaskRecord] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -239,58 +241,36 @@ class Story:
         return rec.key.acquirer, rec.key.rrn, rec.key.settlement_mmdd
 
 
-def _journal_path(args: argparse.Namespace) -> Path:
+def _journal_config(args: argparse.Namespace) -> JournalConfig:
     if args.journal:
-        return Path(args.journal)
-    config = load_config(Path(args.config))
-    if config.journal.kind != "sqlite" or config.journal.path is None:
-        raise OpsError('journal show reads SQLite journals only ([journal] kind = "sqlite")')
-    return config.journal.path
+        return JournalConfig(kind="sqlite", path=Path(args.journal))
+    return load_config(Path(args.config)).journal
 
 
-def read_stories(
-    path: Path, rrn: str, *, acquirer: str | None = None, mmdd: str | None = None
+async def read_stories(
+    config: JournalConfig, rrn: str, *, acquirer: str | None = None, mmdd: str | None = None
 ) -> list[Story]:
     """Every payment and reversal with this RRN (and acquirer, date), read-only."""
-    if not path.is_file():
-        raise OpsError(f"no journal at {path}")
+    if config.path is not None and not config.path.is_file():
+        raise OpsError(f"no journal at {config.path}")
+    stores = build_journal(config, read_only=True)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise OpsError(f"cannot open the journal {path}: {exc}") from None
+        await stores.open()
+    except JournalError as exc:
+        raise OpsError(f"cannot read the journal: {exc}") from None
     try:
-        return _read(conn, rrn.strip(), acquirer, mmdd)
-    except sqlite3.Error as exc:
-        raise OpsError(f"cannot read the journal {path}: {exc}") from None
+        return await _read(stores.reader, rrn.strip(), acquirer, mmdd)
+    except JournalError as exc:
+        raise OpsError(f"cannot read the journal {stores.where}: {exc}") from None
     finally:
-        conn.close()
+        await stores.close()
 
 
-def _read(
-    conn: sqlite3.Connection, rrn: str, acquirer: str | None, mmdd: str | None
+async def _read(
+    reader: JournalReader, rrn: str, acquirer: str | None, mmdd: str | None
 ) -> list[Story]:
-    where = "rtrim(rrn) = ?"
-    params: list[str] = [rrn]
-    if acquirer is not None:
-        where += " AND acquirer = ?"
-        params.append(acquirer)
-    if mmdd is not None:
-        where += " AND settlement_mmdd = ?"
-        params.append(mmdd)
-    payments = [
-        c.payment_from_row(r)
-        for r in conn.execute(
-            f"SELECT {c.PAYMENT_COLUMNS} FROM payments WHERE {where} ORDER BY seq",  # noqa: S608
-            params,
-        )
-    ]
-    reversals = [
-        c.reversal_from_row(r)
-        for r in conn.execute(
-            f"SELECT {c.REVERSAL_COLUMNS} FROM reversals WHERE {where} ORDER BY seq",  # noqa: S608
-            params,
-        )
-    ]
+    payments = await reader.payments_by_rrn(rrn, acquirer=acquirer, mmdd=mmdd)
+    reversals = await reader.reversals_by_rrn(rrn, acquirer=acquirer, mmdd=mmdd)
     stories: dict[tuple[str, str, str], Story] = {}
     for p in payments:
         stories[(p.key.acquirer, p.key.rrn, p.key.settlement_mmdd)] = Story(p, None)
@@ -303,19 +283,16 @@ def _read(
     for story in stories.values():
         pid = story.payment.payment_id if story.payment else None
         pid = pid or (story.reversal.payment_id if story.reversal else None)
-        if pid is None:
-            continue
-        for row in conn.execute(
-            f"SELECT {c.TASK_COLUMNS}, done_at, outcome FROM tasks "  # noqa: S608
-            "WHERE payment_id = ? ORDER BY task_id",
-            (pid,),
-        ):
-            story.tasks.append((c.task_from_row(row[:9]), row[9], row[10]))
+        if pid is not None:
+            story.tasks = await reader.task_history(pid)
     return list(stories.values())
 
 
-def _ts(value: Any) -> str | None:
-    return c.ts(value) if value is not None else None
+def _ts(value: datetime | None) -> str | None:
+    """A time as the journal writes it (UTC, microseconds, ``Z``)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def story_json(s: Story) -> dict[str, Any]:
@@ -363,7 +340,8 @@ def story_json(s: Story) -> dict[str, Any]:
             "booked_on": r.booked_on.isoformat() if r.booked_on else None,
             "cancel_state": r.cancel_state,
         }
-    for t, done_at, outcome in s.tasks:
+    for tr in s.tasks:
+        t = tr.task
         out["tasks"].append(
             {
                 "task_id": t.task_id,
@@ -371,8 +349,8 @@ def story_json(s: Story) -> dict[str, Any]:
                 "attempts": t.attempts,
                 "created_at": _ts(t.created_at),
                 "next_at": _ts(t.next_at),
-                "done_at": done_at,
-                "outcome": outcome,
+                "done_at": _ts(tr.done_at),
+                "outcome": tr.outcome,
                 "detail": t.detail,
             }
         )
@@ -419,11 +397,11 @@ def render_story(s: Story) -> str:
 
 
 def cmd_journal_show(args: argparse.Namespace) -> int:
-    path = _journal_path(args)
-    stories = read_stories(path, args.rrn, acquirer=args.acquirer, mmdd=args.date)
+    config = _journal_config(args)
+    stories = asyncio.run(read_stories(config, args.rrn, acquirer=args.acquirer, mmdd=args.date))
     if not stories:
         raise OpsError(
-            f"no payment or reversal with RRN {args.rrn.strip()} in {path} "
+            f"no payment or reversal with RRN {args.rrn.strip()} in {describe(config)} "
             "(inquiries are not journaled)"
         )
     if args.json:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from billhub.app.hub import build_hub
 from billhub.config import Config, load_config
-from billhub.hub import build_hub
 from billhub.iso8583.de48 import parse_bills, parse_tlv
 from billhub.iso8583.message import Message
 from billhub.money import Amount
@@ -188,10 +188,9 @@ async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
     pay_t = m.payment(DAMASCUS, t.account, next_rrn(), t.total_due, mmdd)
     await step("payment, biller times out", pay_t, "posted after the 1 s budget")
     biller.set_faults(Faults())
-    assert hub.resolver is not None and hub.journal is not None
     await hub.resolver.run_until_idle(20)
     rec = await hub.journal.get_payment_by_id(
-        next(p.payment_id for p in await hub.journal.payments() if p.response_code == "91")
+        next(p.payment_id for p in await hub.stores.reader.payments() if p.response_code == "91")
     )
     held = {e["payment_id"]: e["status"] for e in biller.ledger_snapshot()}
     reversed_rec = await hub.journal.get_payment(payment_key(pay_b))

@@ -12,16 +12,9 @@ import contextlib
 import sqlite3
 from collections.abc import Sequence
 
+from billhub.errors import SchemaTooNew
+
 Migration = tuple[int, str, Sequence[str]]
-
-
-class SchemaTooNew(Exception):
-    """The file was written by a newer billhub; ``found`` and ``known`` say which."""
-
-    def __init__(self, found: int, known: int) -> None:
-        super().__init__(f"schema {found} is newer than this billhub's {known}")
-        self.found = found
-        self.known = known
 
 
 def rollback(conn: sqlite3.Connection) -> None:

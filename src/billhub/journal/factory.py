@@ -1,0 +1,72 @@
+"""The one place that turns ``[journal]`` into journal ports.
+
+Everything else (the hub, clearing, the operators' commands, later the web
+service) asks :func:`build_journal` and names only the ports it gets back:
+:class:`~billhub.pipeline.ports.Journal` for the pipeline and the resolver,
+:class:`~billhub.settlement.ports.SettlementStore` for clearing,
+:class:`~billhub.pipeline.ports.JournalReader` for the operators. Adding a
+journal kind is a new adapter and a branch here, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from billhub.config import JournalConfig
+from billhub.errors import ConfigError
+from billhub.journal.sqlite import SqliteJournal
+from billhub.journal.sqlite_db import WriteHealth
+from billhub.journal.sqlite_settlement import SqliteSettlementStore
+from billhub.pipeline.ports import Journal, JournalReader
+from billhub.settlement.ports import SettlementStore
+
+
+@dataclass
+class JournalSet:
+    """The journal ports of one ``[journal]``, opened and closed together."""
+
+    journal: Journal
+    settlement: SettlementStore
+    reader: JournalReader
+    #: Where the journal is, for logs and messages (a path, never a DSN).
+    where: str
+    _owner: Any
+
+    async def open(self) -> None:
+        await self._owner.open()
+
+    async def close(self) -> None:
+        await self._owner.close()
+
+
+def describe(config: JournalConfig) -> str:
+    """How the journal is named in logs and messages: its path, never a DSN (a secret)."""
+    return str(config.path) if config.kind == "sqlite" else f"{config.kind} journal"
+
+
+def build_journal(
+    config: JournalConfig,
+    *,
+    read_only: bool = False,
+    health: WriteHealth | None = None,
+    on_commit: Callable[[int, float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> JournalSet:
+    """The journal ports of ``config``, not yet open.
+
+    ``read_only``: for commands that only read (reports, ``journal show``): nothing
+    is created or migrated, and a missing journal is an error when opened.
+    ``health``, ``on_commit`` and ``clock`` are the observability hooks.
+    """
+    if config.kind == "sqlite":
+        if config.path is None:
+            raise ConfigError("journal.path", "is required for the SQLite journal")
+        journal = SqliteJournal(
+            config.path, read_only=read_only, health=health, on_commit=on_commit, clock=clock
+        )
+        return JournalSet(
+            journal, SqliteSettlementStore(journal.db), journal, describe(config), journal
+        )
+    raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available yet')
