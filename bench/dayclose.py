@@ -191,6 +191,7 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
         drained=drained,
         exclusive=contextlib.nullcontext,  # type: ignore[arg-type]
         now=lambda: datetime.now(UTC),
+        pause=asyncio.sleep,
     )
     t0 = time.perf_counter()
     code = await closer.cutover((DAY + timedelta(days=1)).strftime("%m%d"))

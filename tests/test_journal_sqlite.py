@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from billhub.errors import JournalError
+from billhub.errors import JournalError, KeyReversed
 from billhub.journal.schema import MIGRATIONS
 from billhub.journal.sqlite import SqliteJournal
 from billhub.pipeline.model import (
@@ -191,24 +191,36 @@ async def test_insert_same_key_new_payment_id_still_returns_existing(
     assert len(await journal.payments()) == 1
 
 
-async def test_a_reversal_of_an_unknown_original_is_remembered_for_its_key(
+async def test_late_original_after_unknown_reversal_is_refused(
     journal: SqliteJournal, db_path: Path
 ) -> None:
-    # 6.4: original never seen -> the key is remembered as reversed (the pipeline then
-    # declines the late original 25: tests/test_pipeline_journal_rules.py).
-    assert await journal.reversed_before_payment(key("000000000004")) is False
+    # 6.4: original never seen -> the key is remembered as reversed: the journal refuses
+    # the late original (the pipeline then declines it 25: test_pipeline_journal_rules).
     await journal.insert_reversal(
         reversal("000000000004", payment_id=None, response_code="25", booked_on=None)
     )
-    assert await journal.reversed_before_payment(key("000000000004")) is True
-    assert await journal.reversed_before_payment(key("000000000005")) is False
+    with pytest.raises(KeyReversed):
+        await journal.insert_payment(payment("000000000004"))
+    assert await journal.get_payment(key("000000000004")) is None
+    # Recorded declined (the pipeline's write), its repeat is answered as existing.
+    declined = payment("000000000004", state=PaymentState.DECLINED)
+    declined.response_code, declined.answered_at = "25", T0
+    await journal.write_outcome(declined)
+    again, created = await journal.insert_payment(payment("000000000004", payment_id="P-X"))
+    assert created is False and again.response_code == "25"
+    await journal.insert_reversal(
+        reversal("000000000005", payment_id=None, response_code="25", booked_on=None)
+    )
     await journal.close()
-    again = SqliteJournal(db_path)
-    await again.open()
+    reopened = SqliteJournal(db_path)  # the key is still remembered after a restart
+    await reopened.open()
     try:
-        assert await again.reversed_before_payment(key("000000000004")) is True
+        with pytest.raises(KeyReversed):
+            await reopened.insert_payment(payment("000000000005"))
+        _, created = await reopened.insert_payment(payment("000000000006"))
+        assert created is True
     finally:
-        await again.close()
+        await reopened.close()
 
 
 # -- finish_payment -------------------------------------------------------------------------
@@ -453,16 +465,24 @@ async def test_complete_task_with_reversal_key_confirms_cancel(journal: SqliteJo
 # (turning it into uncertain payments is the pipeline's rule: tests/test_pipeline_journal_rules.py)
 
 
-async def test_unfinished_payments_are_those_left_posting_oldest_first(
-    journal: SqliteJournal,
+async def test_unfinished_payments_are_those_an_earlier_run_left_posting(
+    journal: SqliteJournal, db_path: Path
 ) -> None:
     posting = [payment(f"00000000005{i}") for i in range(3)]
     for p in posting:
         await journal.insert_payment(p)
     await approved_in_journal(journal, "000000000060")
-    assert [p.payment_id for p in await journal.unfinished_payments()] == [
-        p.payment_id for p in posting
-    ]
+    assert await journal.unfinished_payments() == [], "this run's own are in flight"
+    await journal.close()
+    after_crash = SqliteJournal(db_path)
+    await after_crash.open()
+    try:
+        await after_crash.insert_payment(payment("000000000070"))  # in flight in this run
+        assert [p.payment_id for p in await after_crash.unfinished_payments()] == [
+            p.payment_id for p in posting
+        ]
+    finally:
+        await after_crash.close()
 
 
 # -- durability ---------------------------------------------------------------------------------

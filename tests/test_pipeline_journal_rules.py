@@ -89,7 +89,7 @@ async def test_late_original_after_unknown_reversal_is_declined_25(stores: Journ
 
 
 async def test_recover_turns_posting_into_uncertain_with_one_task_each(
-    stores: JournalSet,
+    stores: JournalSet, tmp_path: Path
 ) -> None:
     journal = stores.journal
     posting = [payment(f"00000000005{i}") for i in range(3)]
@@ -99,6 +99,11 @@ async def test_recover_turns_posting_into_uncertain_with_one_task_each(
     declined, _ = await journal.insert_payment(payment("000000000061"))
     declined.state, declined.response_code, declined.answered_at = PaymentState.DECLINED, "13", T0
     await journal.finish_payment(declined)
+    # The hub is killed; a new run opens the same journal.
+    await stores.close()
+    stores = build_journal(JournalConfig(kind="sqlite", path=tmp_path / "journal.db"))
+    await stores.open()
+    journal = stores.journal
 
     now, later = T0 + timedelta(hours=1), T0 + timedelta(hours=1, minutes=10)
     commits = journal.stats.commits  # type: ignore[attr-defined]
@@ -127,6 +132,7 @@ async def test_recover_turns_posting_into_uncertain_with_one_task_each(
 
     assert await recover_unfinished(journal, now + timedelta(minutes=1), later) == []
     assert len(list(await journal.open_tasks())) == 3
+    await stores.close()
 
 
 async def test_recover_on_a_clean_journal_does_nothing(stores: JournalSet) -> None:

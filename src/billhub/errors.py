@@ -19,6 +19,10 @@ letting a traceback reach a user or the wire::
     │   ├── BillerUnavailable    connection refused or lost, 5xx, 401
     │   └── BillerRejected       a 4xx refusal defined by the biller contract
     ├── JournalError           the journal could not record or read
+    ├── JournalRefusal         the journal kept an invariant and did not write
+    │   ├── KeyReversed          a reversal of this payment's key came first (6.4)
+    │   ├── DateClosed           a cutover closed this payment's settlement date (6.1)
+    │   └── KeyTaken             a payment of this reversal's key was recorded meanwhile
     └── SchemaTooNew           a database file written by a newer billhub
 
 Error messages never carry raw frames or field values: a frame may hold an
@@ -131,6 +135,27 @@ class BillerRejected(BillerError):
 
 class JournalError(BillhubError):
     """The journal could not durably record or read."""
+
+
+class JournalRefusal(BillhubError):
+    """The journal refused a write that would break one of its invariants.
+
+    Not a failure: the journal works, and the caller turns the refusal into its
+    answer. The invariants are kept where every hub instance sees them (in the
+    database), so that two instances can never both act on a stale view.
+    """
+
+
+class KeyReversed(JournalRefusal):
+    """A reversal of this payment's key was recorded before any payment of it."""
+
+
+class DateClosed(JournalRefusal):
+    """A cutover closed this payment's settlement date before it could be recorded."""
+
+
+class KeyTaken(JournalRefusal):
+    """A reversal with no original found one recorded meanwhile (by another instance)."""
 
 
 class SchemaTooNew(BillhubError):

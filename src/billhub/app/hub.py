@@ -12,7 +12,7 @@ import asyncio
 import gc
 import signal
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,14 +224,22 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
         unrecorded=unrecorded,
     )
     cutover_lock = asyncio.Lock()
+
+    async def drained(new: date) -> None:
+        """This process's payments of the closed dates, then every instance's."""
+        await pipeline.inflight.drained(new)
+        while await stores.settlement.posting_before(new):  # noqa: ASYNC110 - in the database
+            await asyncio.sleep(0.05)
+
     closer = DayCloser(
         stores.settlement,
         day,
         billers=list(billers.values()),
         ledger=stores.journal,
-        drained=pipeline.inflight.drained,
+        drained=drained,
         exclusive=lambda: cutover_lock,
         now=clock.now,
+        pause=asyncio.sleep,
         on_file=_log_day_file,
     )
     reconciler = Reconciler(

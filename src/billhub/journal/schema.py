@@ -132,4 +132,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX payments_day ON payments (settlement_date, state)",
         ],
     ),
+    (
+        3,
+        "which hub instance wrote each payment: recovery takes only those of instances gone",
+        ["ALTER TABLE payments ADD COLUMN instance TEXT"],
+    ),
 ]

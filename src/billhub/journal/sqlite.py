@@ -8,12 +8,13 @@ and operators' commands may open it beside it.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from billhub.errors import JournalError
+from billhub.errors import DateClosed, JournalError, KeyReversed
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
 from billhub.journal.schema import MIGRATIONS
@@ -32,9 +33,14 @@ _SELECT_REVERSAL = f"SELECT {c.REVERSAL_COLUMNS} FROM reversals"
 _SELECT_TASK = f"SELECT {c.TASK_COLUMNS} FROM tasks"
 #: A new payment; a key already taken inserts nothing (rowcount 0).
 _INSERT_PAYMENT = (
-    f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq) VALUES ({', '.join('?' * 23)}, ?) "
+    f"INSERT INTO payments ({c.PAYMENT_COLUMNS}, seq, instance) "
+    f"VALUES ({', '.join('?' * 23)}, ?, ?) "
     "ON CONFLICT (acquirer, rrn, settlement_mmdd) DO NOTHING"
 )
+_SELECT_BY_KEY = f"{_SELECT_PAYMENT} WHERE acquirer=? AND rrn=? AND settlement_mmdd=?"
+#: States whose insert a closed settlement date refuses (a decline is always recorded).
+_OPEN_DATE_STATES = frozenset({PaymentState.POSTING, PaymentState.APPROVED})
+_REVERSED, _CLOSED = "reversed", "closed"
 
 
 class SqliteJournal:
@@ -49,7 +55,11 @@ class SqliteJournal:
         health: WriteHealth | None = None,
         wal_limit: int = WAL_LIMIT_BYTES,
         read_only: bool = False,
+        instance: str = "",
     ) -> None:
+        #: Who writes: recorded with each payment, so that after a crash the
+        #: unfinished payments of earlier runs are told from this run's in flight.
+        self.instance = instance or f"sqlite-{uuid.uuid4().hex[:12]}"
         self.db = SqliteDatabase(
             path,
             MIGRATIONS,
@@ -96,28 +106,40 @@ class SqliteJournal:
         self._seq += 1
         return self._seq
 
-
-
     # -- payments ------------------------------------------------------------------------
 
     async def insert_payment(self, record: PaymentRecord) -> tuple[PaymentRecord, bool]:
         k = record.key
+        reversed_first = (k.acquirer, k.rrn, k.settlement_mmdd) in self._tombstones
+        check_date = record.state in _OPEN_DATE_STATES
 
-        def op(conn: sqlite3.Connection) -> tuple[PaymentRecord, bool]:
-            cur = conn.execute(
-                _INSERT_PAYMENT,
-                (*c.payment_params(record), self._next_seq()),
-            )
+        def op(conn: sqlite3.Connection) -> tuple[PaymentRecord, bool] | str:
+            if reversed_first or check_date:
+                row = conn.execute(_SELECT_BY_KEY, (k.acquirer, k.rrn, k.settlement_mmdd))
+                existing = row.fetchone()
+                if existing is not None:
+                    return c.payment_from_row(existing), False
+                if reversed_first:
+                    return _REVERSED
+                closed = conn.execute("SELECT max(new_date) FROM cutovers").fetchone()[0]
+                if closed is not None and c.day(record.settlement_date) < closed:
+                    return _CLOSED
+            cur = conn.execute(_INSERT_PAYMENT, self._insert_params(record))
             if cur.rowcount == 1:
                 return record, True
-            row = conn.execute(
-                f"{_SELECT_PAYMENT} WHERE acquirer=? AND rrn=? AND settlement_mmdd=?",
-                (k.acquirer, k.rrn, k.settlement_mmdd),
-            ).fetchone()
-            return c.payment_from_row(row), False
+            row = conn.execute(_SELECT_BY_KEY, (k.acquirer, k.rrn, k.settlement_mmdd))
+            return c.payment_from_row(row.fetchone()), False
 
-        result: tuple[PaymentRecord, bool] = await self.db.submit(op)
+        result: tuple[PaymentRecord, bool] | str = await self.db.submit(op)
+        if result == _REVERSED:
+            raise KeyReversed("a reversal of this key came first")
+        if result == _CLOSED:
+            raise DateClosed(f"settlement date {record.settlement_date} is closed")
+        assert not isinstance(result, str)
         return result
+
+    def _insert_params(self, record: PaymentRecord) -> tuple[Any, ...]:
+        return (*c.payment_params(record), self._next_seq(), self.instance)
 
     async def finish_payment(
         self, record: PaymentRecord, *, task: ResolverTask | None = None
@@ -136,28 +158,30 @@ class SqliteJournal:
         await self.write_outcomes([(record, task)])
 
     async def write_outcomes(
-        self, outcomes: Sequence[tuple[PaymentRecord, ResolverTask | None]]
-    ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
+        self,
+        outcomes: Sequence[tuple[PaymentRecord, ResolverTask | None]],
+        *,
+        if_posting: bool = False,
+    ) -> list[PaymentRecord]:
+        def op(conn: sqlite3.Connection) -> list[PaymentRecord]:
+            done = []
             for record, task in outcomes:
-                written = _update_answer(conn, record)
-                if written == 0:
-                    written = conn.execute(
-                        _INSERT_PAYMENT,
-                        (*c.payment_params(record), self._next_seq()),
-                    ).rowcount
-                if task is not None and written == 1:
-                    self._insert_task(conn, task)
+                written = _update_answer(conn, record, if_posting=if_posting)
+                if written == 0 and not if_posting:
+                    written = conn.execute(_INSERT_PAYMENT, self._insert_params(record)).rowcount
+                if written == 1:
+                    done.append(record)
+                    if task is not None:
+                        self._insert_task(conn, task)
+            return done
 
-        await self.db.submit(op)
-
-    async def reversed_before_payment(self, key: PaymentKey) -> bool:
-        # Answered from memory: this process owns the file and recorded every reversal.
-        return (key.acquirer, key.rrn, key.settlement_mmdd) in self._tombstones
+        result: list[PaymentRecord] = await self.db.submit(op)
+        return result
 
     async def unfinished_payments(self) -> list[PaymentRecord]:
         rows = await self.db.read(
-            f"{_SELECT_PAYMENT} WHERE state=? ORDER BY seq", (PaymentState.POSTING.value,)
+            f"{_SELECT_PAYMENT} WHERE state=? AND (instance IS NULL OR instance != ?) ORDER BY seq",
+            (PaymentState.POSTING.value, self.instance),
         )
         return [c.payment_from_row(r) for r in rows]
 
@@ -331,12 +355,14 @@ class SqliteJournal:
         return [c.payment_from_row(r) for r in rows]
 
 
-def _update_answer(conn: sqlite3.Connection, record: PaymentRecord) -> int:
+def _update_answer(
+    conn: sqlite3.Connection, record: PaymentRecord, *, if_posting: bool = False
+) -> int:
     """Write a payment's answer fields and state; returns the rows changed (0 or 1)."""
     cur = conn.execute(
         "UPDATE payments SET state=?, response_code=?, approval_code=?, answer_de48=?, "
         "receipt=?, customer_name=?, answered_at=?, reversed=?, resolution=? "
-        "WHERE payment_id=?",
+        "WHERE payment_id=?" + (" AND state='posting'" if if_posting else ""),
         (
             record.state.value,
             record.response_code,

@@ -61,9 +61,9 @@ class SqliteSettlementStore:
             closed_at=c.parse_ts(r[5]),
         )
 
-    async def begin_cutover(self, record: CutoverRecord) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+    async def begin_cutover(self, record: CutoverRecord) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "INSERT INTO cutovers (new_date, previous_date, closed_dates, state, "
                 "requested_at, closed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (new_date) "
                 "DO NOTHING",
@@ -76,8 +76,17 @@ class SqliteSettlementStore:
                     c.ts(record.closed_at),
                 ),
             )
+            return bool(cur.rowcount == 1)
 
-        await self.j.submit(op)
+        created: bool = await self.j.submit(op)
+        return created
+
+    async def posting_before(self, day: date) -> int:
+        rows = await self.j.read(
+            "SELECT count(*) FROM payments WHERE state=? AND settlement_date < ?",
+            (PaymentState.POSTING.value, c.day(day)),
+        )
+        return int(rows[0][0])
 
     async def finish_cutover(self, new_date: date, closed_at: datetime) -> None:
         def op(conn: sqlite3.Connection) -> None:

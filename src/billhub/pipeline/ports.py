@@ -160,14 +160,13 @@ class Journal(PaymentsLedger, Protocol):
         """Insert a new payment as it is; returns ``(record, True)``.
 
         If its key exists, nothing is inserted and ``(existing, False)`` comes back:
-        the caller answers as for a repeat.
+        the caller answers as for a repeat. Raises, inserting nothing,
+        :class:`~billhub.errors.KeyReversed` if a reversal of the key was recorded
+        with no payment to reverse (LINK-SPEC 6.4), and
+        :class:`~billhub.errors.DateClosed` for a ``POSTING`` or ``APPROVED`` record
+        whose settlement date a cutover closed (LINK-SPEC 6.1). Both hold across hub
+        instances: they are checked where the record is written.
         """
-        ...
-
-    async def reversed_before_payment(self, key: PaymentKey) -> bool:
-        """Whether a reversal of ``key`` was recorded with no payment to reverse
-        (LINK-SPEC 6.4, original never seen): the pipeline then declines the late
-        original `25`."""
         ...
 
     async def finish_payment(
@@ -187,9 +186,17 @@ class Journal(PaymentsLedger, Protocol):
         ...
 
     async def write_outcomes(
-        self, outcomes: Sequence[tuple[PaymentRecord, ResolverTask | None]]
-    ) -> None:
-        """:meth:`write_outcome` for each, all in one commit (recovery after a crash)."""
+        self,
+        outcomes: Sequence[tuple[PaymentRecord, ResolverTask | None]],
+        *,
+        if_posting: bool = False,
+    ) -> list[PaymentRecord]:
+        """:meth:`write_outcome` for each, all in one commit; returns those written.
+
+        With ``if_posting``, a payment is written only while its row is still
+        ``POSTING`` (recovery: of two instances taking over the same payment, one
+        writes it and its task).
+        """
         ...
 
     async def get_payment(self, key: PaymentKey) -> PaymentRecord | None: ...
@@ -202,7 +209,9 @@ class Journal(PaymentsLedger, Protocol):
         self, reversal: ReversalRecord, *, task: ResolverTask | None = None
     ) -> None:
         """Record a reversal; if it names a payment and is answered `00`, mark that
-        payment reversed in the same commit, with its cancel task if any."""
+        payment reversed in the same commit, with its cancel task if any. One that
+        names no payment raises :class:`~billhub.errors.KeyTaken`, writing nothing,
+        if a payment of its key was recorded meanwhile (by another instance)."""
         ...
 
     async def due_tasks(self, now: datetime, limit: int = 100) -> list[ResolverTask]: ...
@@ -224,8 +233,9 @@ class Journal(PaymentsLedger, Protocol):
         ...
 
     async def unfinished_payments(self) -> list[PaymentRecord]:
-        """Payments still ``POSTING``, oldest first: after a crash, the ones whose
-        biller may hold them although no answer was recorded."""
+        """Payments left ``POSTING`` by a hub instance that is gone (a crash), oldest
+        first: their biller may hold them although no answer was recorded. Never one
+        of a running instance."""
         ...
 
     async def open_tasks(self) -> Sequence[ResolverTask]: ...

@@ -23,7 +23,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from billhub.errors import BillerError, BillerRejected, BillerTimeout, JournalError
+from billhub.errors import (
+    BillerError,
+    BillerRejected,
+    BillerTimeout,
+    DateClosed,
+    JournalError,
+    JournalRefusal,
+    KeyReversed,
+    KeyTaken,
+)
 from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
@@ -55,6 +64,10 @@ from billhub.pipeline.routes import BillerRoute
 from billhub.pipeline.unrecorded import UnrecordedOutcomes
 
 _NAMES_CACHE = 50_000
+#: Waiting for an original another instance is posting: how often to look, and how
+#: long past its budget its commit may take.
+_SETTLE_POLL_S = 0.02
+_SETTLE_MARGIN_S = 2.0
 
 
 @dataclass
@@ -204,11 +217,6 @@ class Pipeline:
         held = self.unrecorded.get(key)
         if held is not None:  # answered while the journal could not write: that answer stands
             return self._repeat(request, held, record.content)
-        try:
-            if await self.journal.reversed_before_payment(key):
-                code = rc.NO_ORIGINAL  # LINK-SPEC 6.4: reversed before it arrived, never posted
-        except JournalError:
-            return self._unrecorded(request, record, reached_biller=False)
         if code is not None:
             record.state, record.response_code, record.answered_at = (
                 PaymentState.DECLINED,
@@ -219,10 +227,14 @@ class Pipeline:
             return await self._post_local(request, route, record)
         try:
             stored, created = await self.journal.insert_payment(record)
+        except KeyReversed:
+            return await self._refused(request, record, rc.NO_ORIGINAL)
+        except DateClosed:
+            return await self._refused(request, record, rc.CUTOFF)
         except JournalError:
             return self._unrecorded(request, record, reached_biller=False)
         if not created:
-            return self._repeat(request, stored, record.content)
+            return self._repeat(request, await self._settled(stored), record.content)
         if stored.state is not PaymentState.POSTING or route is None:
             return d.payment_answer(self.rules, request, stored)
         remaining = route.budget - (self.clock.monotonic() - started)
@@ -255,14 +267,54 @@ class Pipeline:
             self._approve(record, route, receipt)
         try:
             stored, created = await self.journal.insert_payment(record)
-        except JournalError:
+        except (JournalRefusal, JournalError) as exc:
             await self._undo_local(route, record, posted)
+            if isinstance(exc, KeyReversed):
+                return await self._refused(request, record, rc.NO_ORIGINAL)
+            if isinstance(exc, DateClosed):
+                return await self._refused(request, record, rc.CUTOFF)
             return self._unrecorded(request, record, reached_biller=False)
         if not created or stored.state is not PaymentState.APPROVED:
             await self._undo_local(route, record, posted)
         if not created:
-            return self._repeat(request, stored, record.content)
+            return self._repeat(request, await self._settled(stored), record.content)
         return d.payment_answer(self.rules, request, stored)
+
+    async def _refused(self, request: Message, record: PaymentRecord, code: str) -> Message:
+        """The journal kept an invariant (a reversal came first, the date closed): the
+        payment is declined with ``code``, recorded so that its repeats get it too."""
+        record.approval_code = record.receipt = record.answer_de48 = None
+        self._finish(record, PaymentState.DECLINED, code)
+        try:
+            await self.journal.write_outcome(record)
+        except JournalError:
+            return self._unrecorded(request, record, reached_biller=False)
+        return d.payment_answer(self.rules, request, record)
+
+    async def _settled(self, stored: PaymentRecord) -> PaymentRecord:
+        """``stored`` once its outcome is recorded, when it is still being posted.
+
+        A repeat or a reversal on another hub instance can find the original
+        ``POSTING`` while that instance waits for the biller (within one process
+        the key's lock keeps that from happening). It waits for the outcome, as a
+        repeat on the same instance would, up to the original's budget and a
+        little more for its commit; after that the original's instance is gone
+        or cannot record, and the payment is treated as never answered (`91`).
+        """
+        if stored.state is not PaymentState.POSTING:
+            return stored
+        route = self.routes.get(stored.biller)
+        budget = (route.budget if route is not None else 0.0) + _SETTLE_MARGIN_S
+        deadline = stored.received_at + timedelta(seconds=budget)
+        while self.clock.now() < deadline:
+            await asyncio.sleep(_SETTLE_POLL_S)
+            try:
+                again = await self.journal.get_payment(stored.key)
+            except JournalError:
+                continue
+            if again is not None and again.state is not PaymentState.POSTING:
+                return again
+        return stored
 
     async def _undo_local(self, route: BillerRoute, record: PaymentRecord, posted: bool) -> None:
         if posted:
@@ -400,7 +452,9 @@ class Pipeline:
                 self.counters.journal_errors += 1
                 return d.decline(self.rules, request, rc.MALFUNCTION)
 
-    async def _reverse(self, request: Message, key: PaymentKey, amount: int) -> Message:
+    async def _reverse(
+        self, request: Message, key: PaymentKey, amount: int, *, retried: bool = False
+    ) -> Message:
         previous = await self.journal.get_reversal(key)
         if previous is not None:  # a repeat: the first answer stands, nothing more changes
             self.counters.repeats += 1
@@ -408,6 +462,8 @@ class Pipeline:
         now = self.clock.now()
         sdate = self.calendar.settlement_date(key.settlement_mmdd) or now.date()
         payment = self.unrecorded.get(key) or await self.journal.get_payment(key)
+        if payment is not None:
+            payment = await self._settled(payment)
         reversal = ReversalRecord(
             key=key,
             settlement_date=sdate,
@@ -420,7 +476,12 @@ class Pipeline:
         )
         if payment is None or payment.state is not PaymentState.APPROVED:
             # Never approved: 25, and remembered so that a late original is declined too.
-            await self.journal.insert_reversal(reversal)
+            try:
+                await self.journal.insert_reversal(reversal)
+            except KeyTaken:
+                if retried:
+                    raise JournalError("a payment of this key keeps appearing") from None
+                return await self._reverse(request, key, amount, retried=True)
             return d.decline(self.rules, request, rc.NO_ORIGINAL)
         if payment.amount != amount:
             return d.decline(self.rules, request, rc.INVALID_AMOUNT)  # full reversals only

@@ -34,7 +34,9 @@ class DayCloser:
         drained: Callable[[date], Awaitable[None]],
         exclusive: Callable[[], AbstractAsyncContextManager[None]],
         now: Callable[[], datetime],
+        pause: Callable[[float], Awaitable[None]],
         on_file: Callable[[DayFile], None] = lambda _: None,
+        takeover_after: float = 60.0,
     ) -> None:
         self.store = store
         self.day = day
@@ -43,21 +45,28 @@ class DayCloser:
         self.drained = drained
         self.exclusive = exclusive
         self.now = now
+        self.pause = pause
         self.on_file = on_file
+        self.takeover_after = takeover_after
 
     async def restore(self) -> CutoverRecord | None:
         """At start-up: the open day from the journal, and finish a cutover left closing."""
-        last = await self.store.latest_cutover()
-        if last is None:
-            return None
-        self.day.current = last.new_date
-        if last.state != "closed":
+        last = await self.refresh()
+        if last is not None and last.state != "closed":
             await self._close(last)
+        return last
+
+    async def refresh(self) -> CutoverRecord | None:
+        """Learn the open day from the journal: another hub instance may have moved it."""
+        last = await self.store.latest_cutover()
+        if last is not None and (self.day.current is None or last.new_date > self.day.current):
+            self.day.current = last.new_date
         return last
 
     async def cutover(self, mmdd: str) -> str:
         """The response code of a cutover to ``mmdd``; returns once it is done."""
         async with self.exclusive():
+            await self.refresh()
             before = self.day.current
             outcome = self.day.cutover(mmdd)  # moves the open day when later
             if outcome.new_date is None:
@@ -67,13 +76,31 @@ class DayCloser:
                 new, before, await self._closed_dates(before, new), "closing", self.now()
             )
             try:
-                await self.store.begin_cutover(record)
+                created = await self.store.begin_cutover(record)
             except Exception:
                 self.day.current = before
                 raise
+            if not created:  # another instance took the same cutover a moment ago
+                return await self._await_other(new)
             await self.drained(new)
             await self._close(record)
             return rc.APPROVED
+
+    async def _await_other(self, new: date) -> str:
+        """Answer a cutover another instance is closing once it is closed; close it here
+        if that instance does not finish within ``takeover_after`` (it died)."""
+        waited = 0.0
+        while waited < self.takeover_after:
+            last = await self.store.latest_cutover()
+            if last is not None and last.new_date == new and last.state == "closed":
+                return rc.APPROVED
+            await self.pause(0.1)
+            waited += 0.1
+        last = await self.store.latest_cutover()
+        if last is not None and last.new_date == new and last.state != "closed":
+            await self.drained(new)
+            await self._close(last)
+        return rc.APPROVED
 
     async def _closed_dates(self, before: date | None, new: date) -> list[date]:
         if before is not None:

@@ -35,7 +35,15 @@ class SettlementStore(Protocol):
 
     async def latest_cutover(self) -> CutoverRecord | None: ...
 
-    async def begin_cutover(self, record: CutoverRecord) -> None: ...
+    async def begin_cutover(self, record: CutoverRecord) -> bool:
+        """Record a cutover ``closing``; False (and nothing written) if one to the same
+        date was recorded already (by another instance, or before a crash)."""
+        ...
+
+    async def posting_before(self, day: date) -> int:
+        """Payments of settlement dates before ``day`` still ``POSTING`` (on any
+        instance): what a cutover waits for before it may answer."""
+        ...
 
     async def finish_cutover(self, new_date: date, closed_at: datetime) -> None: ...
 
