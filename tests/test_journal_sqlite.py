@@ -619,8 +619,8 @@ async def test_amounts_round_trip_as_int(
     journal: SqliteJournal, db_path: Path, amount: int
 ) -> None:
     rec, _ = await journal.insert_payment(payment("000000000100", amount=amount))
-    await journal.insert_reversal(
-        reversal("000000000100", payment_id=None, response_code="25", amount=amount)
+    await journal.insert_reversal(  # its original was not approved: 25
+        reversal("000000000100", payment_id=rec.payment_id, response_code="25", amount=amount)
     )
     stored = await journal.get_payment(rec.key)
     assert stored is not None

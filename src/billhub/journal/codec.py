@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from billhub.pipeline.model import (
     PaymentKey,
@@ -19,6 +19,13 @@ from billhub.pipeline.model import (
     ReversalRecord,
     TaskKind,
 )
+
+
+class Row(Protocol):
+    """A row as a driver gives it: indexable by column position (a tuple, an asyncpg Record)."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
 
 PAYMENT_COLUMNS = (
     "payment_id, acquirer, rrn, settlement_mmdd, settlement_date, biller, account, bill_id, "
@@ -82,7 +89,7 @@ def payment_params(r: PaymentRecord) -> tuple[Any, ...]:
     )
 
 
-def payment_from_row(row: tuple[Any, ...]) -> PaymentRecord:
+def payment_from_row(row: Row) -> PaymentRecord:
     received = parse_ts(row[13])
     settlement = parse_day(row[4])
     assert received is not None and settlement is not None
@@ -127,7 +134,7 @@ def reversal_params(r: ReversalRecord) -> tuple[Any, ...]:
     )
 
 
-def reversal_from_row(row: tuple[Any, ...]) -> ReversalRecord:
+def reversal_from_row(row: Row) -> ReversalRecord:
     received = parse_ts(row[6])
     settlement = parse_day(row[3])
     assert received is not None and settlement is not None
@@ -144,7 +151,7 @@ def reversal_from_row(row: tuple[Any, ...]) -> ReversalRecord:
     )
 
 
-def task_from_row(row: tuple[Any, ...]) -> ResolverTask:
+def task_from_row(row: Row) -> ResolverTask:
     next_at, created = parse_ts(row[5]), parse_ts(row[6])
     assert next_at is not None and created is not None
     return ResolverTask(

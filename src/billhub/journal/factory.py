@@ -16,9 +16,10 @@ from typing import Any
 
 from billhub.config import JournalConfig
 from billhub.errors import ConfigError
+from billhub.journal.postgres import PgJournal
+from billhub.journal.settlement_sql import SqlSettlementStore
 from billhub.journal.sqlite import SqliteJournal
 from billhub.journal.sqlite_db import WriteHealth
-from billhub.journal.sqlite_settlement import SqliteSettlementStore
 from billhub.pipeline.ports import Journal, JournalReader
 from billhub.settlement.ports import SettlementStore
 
@@ -53,20 +54,39 @@ def build_journal(
     health: WriteHealth | None = None,
     on_commit: Callable[[int, float], None] | None = None,
     clock: Callable[[], float] | None = None,
+    instance: str | None = None,
 ) -> JournalSet:
     """The journal ports of ``config``, not yet open.
 
     ``read_only``: for commands that only read (reports, ``journal show``): nothing
     is created or migrated, and a missing journal is an error when opened.
-    ``health``, ``on_commit`` and ``clock`` are the observability hooks.
+    ``health``, ``on_commit`` and ``clock`` are the observability hooks;
+    ``instance`` names this hub among those sharing the journal (made up if None).
     """
     if config.kind == "sqlite":
         if config.path is None:
             raise ConfigError("journal.path", "is required for the SQLite journal")
         journal = SqliteJournal(
-            config.path, read_only=read_only, health=health, on_commit=on_commit, clock=clock
+            config.path,
+            read_only=read_only,
+            health=health,
+            on_commit=on_commit,
+            clock=clock,
+            instance=instance or "",
         )
         return JournalSet(
-            journal, SqliteSettlementStore(journal.db), journal, describe(config), journal
+            journal, SqlSettlementStore(journal.db), journal, describe(config), journal
         )
-    raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available yet')
+    if config.kind == "postgresql":
+        if config.dsn is None:
+            raise ConfigError("journal.dsn", "is required for the PostgreSQL journal")
+        pg = PgJournal(
+            config.dsn,
+            instance=instance,
+            health=health,
+            on_commit=on_commit,
+            clock=clock,
+            read_only=read_only,
+        )
+        return JournalSet(pg, SqlSettlementStore(pg.db), pg, describe(config), pg)
+    raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available')

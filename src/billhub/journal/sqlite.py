@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from billhub.errors import DateClosed, JournalError, KeyReversed
+from billhub.errors import DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
 from billhub.journal.schema import MIGRATIONS
@@ -40,7 +40,7 @@ _INSERT_PAYMENT = (
 _SELECT_BY_KEY = f"{_SELECT_PAYMENT} WHERE acquirer=? AND rrn=? AND settlement_mmdd=?"
 #: States whose insert a closed settlement date refuses (a decline is always recorded).
 _OPEN_DATE_STATES = frozenset({PaymentState.POSTING, PaymentState.APPROVED})
-_REVERSED, _CLOSED = "reversed", "closed"
+_REVERSED, _CLOSED, _TAKEN = "reversed", "closed", "taken"
 
 
 class SqliteJournal:
@@ -217,7 +217,13 @@ class SqliteJournal:
     async def insert_reversal(
         self, reversal: ReversalRecord, *, task: ResolverTask | None = None
     ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
+        k = reversal.key
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            if reversal.payment_id is None:
+                found = conn.execute(_SELECT_BY_KEY, (k.acquirer, k.rrn, k.settlement_mmdd))
+                if found.fetchone() is not None:
+                    return _TAKEN
             conn.execute(
                 f"INSERT INTO reversals ({c.REVERSAL_COLUMNS}, seq) VALUES "
                 f"({', '.join('?' * 11)}, ?)",
@@ -232,10 +238,11 @@ class SqliteJournal:
                     raise JournalError("reversal of a payment that is not approved or reversed")
             if task is not None:
                 self._insert_task(conn, task)
+            return None
 
-        await self.db.submit(op)
+        if await self.db.submit(op) == _TAKEN:
+            raise KeyTaken("a payment of this key was recorded meanwhile")
         if reversal.payment_id is None:
-            k = reversal.key
             self._tombstones.add((k.acquirer, k.rrn, k.settlement_mmdd))
 
     # -- the resolver's work ---------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from billhub.db.sqlite import Migration, migrate, rollback
 from billhub.errors import JournalError, SchemaTooNew
+from billhub.journal.codec import Row
 from billhub.journal.diagnose import open_failure
 
 Op = Callable[[sqlite3.Connection], Any]
@@ -471,6 +472,27 @@ class SqliteDatabase:
             rollback(conn)
             raise
         return True, value
+
+    async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        """:meth:`read`, as the shared SQL stores ask it."""
+        return list(await self.read(sql, params))
+
+    async def run(
+        self, statements: Sequence[tuple[str, tuple[Any, ...]]], *, guarded: bool = False
+    ) -> list[int]:
+        """Run statements in one group commit; the rows each changed. ``guarded``: stop
+        after the first if it changed nothing."""
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            changed: list[int] = []
+            for sql, params in statements:
+                changed.append(int(conn.execute(sql, params).rowcount))
+                if guarded and changed[0] == 0:
+                    break
+            return changed
+
+        result: list[int] = await self.submit(op)
+        return result
 
     async def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """The rows of one query, run on the writer's thread between commits."""

@@ -1,39 +1,60 @@
-"""The clearing side of the SQLite journal: business days, totals, reconciliations, findings.
+"""The clearing side of the journal: business days, totals, reconciliations, findings.
 
-The same file and the same writer as :class:`~billhub.journal.sqlite.SqliteJournal`
-(:class:`~billhub.journal.sqlite_db.SqliteDatabase`), so a cutover's record and the
-payments it closes share one order of commits.
+One implementation for both journals: the SQL is what SQLite and PostgreSQL both
+accept, and it runs through a :class:`SqlRunner` (``?`` placeholders; the
+PostgreSQL runner numbers them), on the same database and writer as the
+journal, so a cutover's record and the payments it closes share one order of
+commits.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any, Protocol
 
 from billhub.journal import codec as c
-from billhub.journal.sqlite import _SELECT_PAYMENT, _SELECT_REVERSAL
-from billhub.journal.sqlite_db import SqliteDatabase
+from billhub.journal.codec import Row
 from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
 from billhub.settlement.model import Finding, FindingKind, ImportOutcome, Reconciliation, Totals
 from billhub.settlement.ports import CutoverRecord
 
+_SELECT_PAYMENT = f"SELECT {c.PAYMENT_COLUMNS} FROM payments"
+_SELECT_REVERSAL = f"SELECT {c.REVERSAL_COLUMNS} FROM reversals"
 
-class SqliteSettlementStore:
-    """The clearing side of the journal (:class:`~billhub.settlement.ports.SettlementStore`),
-    on the same file and the same writer as :class:`SqliteJournal`."""
+Statement = tuple[str, tuple[Any, ...]]
 
-    def __init__(self, db: SqliteDatabase) -> None:
+
+class SqlRunner(Protocol):
+    """How the store reaches its database (each journal's engine provides one)."""
+
+    async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        """The rows of one query."""
+        ...
+
+    async def run(self, statements: Sequence[Statement], *, guarded: bool = False) -> list[int]:
+        """Run the statements in one transaction (group commit); the rows each changed.
+
+        ``guarded``: if the first changes no row, the others are not run.
+        """
+        ...
+
+
+class SqlSettlementStore:
+    """The clearing side of the journal (:class:`~billhub.settlement.ports.SettlementStore`)."""
+
+    def __init__(self, db: SqlRunner) -> None:
         self.j = db
 
     async def day_totals(self, biller: str, settlement_date: date) -> Totals:
         d = c.day(settlement_date)
-        pay = await self.j.read(
+        pay = await self.j.rows(
             "SELECT count(*), coalesce(sum(amount), 0) FROM payments "
             "WHERE biller=? AND settlement_date=? AND state=?",
             (biller, d, PaymentState.APPROVED.value),
         )
-        rev = await self.j.read(
+        rev = await self.j.rows(
             "SELECT count(*), coalesce(sum(amount), 0) FROM reversals "
             "WHERE biller=? AND settlement_date=? AND response_code='00'",
             (biller, d),
@@ -41,7 +62,7 @@ class SqliteSettlementStore:
         return Totals(int(pay[0][0]), int(pay[0][1]), int(rev[0][0]), int(rev[0][1]))
 
     async def latest_cutover(self) -> CutoverRecord | None:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT new_date, previous_date, closed_dates, state, requested_at, closed_at "
             "FROM cutovers ORDER BY new_date DESC LIMIT 1",
             (),
@@ -62,43 +83,44 @@ class SqliteSettlementStore:
         )
 
     async def begin_cutover(self, record: CutoverRecord) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT INTO cutovers (new_date, previous_date, closed_dates, state, "
-                "requested_at, closed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (new_date) "
-                "DO NOTHING",
+        changed = await self.j.run(
+            [
                 (
-                    c.day(record.new_date),
-                    c.day(record.previous_date),
-                    json.dumps([d.isoformat() for d in record.closed_dates]),
-                    record.state,
-                    c.ts(record.requested_at),
-                    c.ts(record.closed_at),
-                ),
-            )
-            return bool(cur.rowcount == 1)
-
-        created: bool = await self.j.submit(op)
-        return created
+                    "INSERT INTO cutovers (new_date, previous_date, closed_dates, state, "
+                    "requested_at, closed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (new_date) "
+                    "DO NOTHING",
+                    (
+                        c.day(record.new_date),
+                        c.day(record.previous_date),
+                        json.dumps([d.isoformat() for d in record.closed_dates]),
+                        record.state,
+                        c.ts(record.requested_at),
+                        c.ts(record.closed_at),
+                    ),
+                )
+            ]
+        )
+        return changed[0] == 1
 
     async def posting_before(self, day: date) -> int:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT count(*) FROM payments WHERE state=? AND settlement_date < ?",
             (PaymentState.POSTING.value, c.day(day)),
         )
         return int(rows[0][0])
 
     async def finish_cutover(self, new_date: date, closed_at: datetime) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE cutovers SET state='closed', closed_at=? WHERE new_date=?",
-                (c.ts(closed_at), c.day(new_date)),
-            )
-
-        await self.j.submit(op)
+        await self.j.run(
+            [
+                (
+                    "UPDATE cutovers SET state='closed', closed_at=? WHERE new_date=?",
+                    (c.ts(closed_at), c.day(new_date)),
+                )
+            ]
+        )
 
     async def dates_with_activity(self, before: date) -> list[date]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT settlement_date FROM payments WHERE settlement_date < ? "
             "UNION SELECT settlement_date FROM reversals WHERE settlement_date < ? "
             "ORDER BY 1",
@@ -109,47 +131,50 @@ class SqliteSettlementStore:
     async def record_payments_file(
         self, biller: str, settlement_date: date, path: str, written_at: datetime
     ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO payments_files VALUES (?, ?, ?, ?) ON CONFLICT (biller, "
-                "settlement_date) DO UPDATE SET path=excluded.path, written_at=excluded.written_at",
-                (biller, c.day(settlement_date), path, c.ts(written_at)),
-            )
-
-        await self.j.submit(op)
+        await self.j.run(
+            [
+                (
+                    "INSERT INTO payments_files VALUES (?, ?, ?, ?) ON CONFLICT (biller, "
+                    "settlement_date) DO UPDATE SET path=excluded.path, "
+                    "written_at=excluded.written_at",
+                    (biller, c.day(settlement_date), path, c.ts(written_at)),
+                )
+            ]
+        )
 
     async def record_reconciliation(
         self, reconciliation: Reconciliation, findings: list[Finding], at: datetime
     ) -> None:
         r = reconciliation
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO reconciliations (biller, settlement_date, switch_count, "
-                "switch_amount, switch_reversal_count, switch_reversal_amount, hub_count, "
-                "hub_amount, hub_reversal_count, hub_reversal_amount, response_code, "
-                "answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        await self.j.run(
+            [
                 (
-                    r.biller,
-                    c.day(r.settlement_date),
-                    r.switch.count,
-                    r.switch.amount,
-                    r.switch.reversal_count,
-                    r.switch.reversal_amount,
-                    r.hub.count,
-                    r.hub.amount,
-                    r.hub.reversal_count,
-                    r.hub.reversal_amount,
-                    r.response_code,
-                    c.ts(r.answered_at),
+                    "INSERT INTO reconciliations (biller, settlement_date, switch_count, "
+                    "switch_amount, switch_reversal_count, switch_reversal_amount, hub_count, "
+                    "hub_amount, hub_reversal_count, hub_reversal_amount, response_code, "
+                    "answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.biller,
+                        c.day(r.settlement_date),
+                        r.switch.count,
+                        r.switch.amount,
+                        r.switch.reversal_count,
+                        r.switch.reversal_amount,
+                        r.hub.count,
+                        r.hub.amount,
+                        r.hub.reversal_count,
+                        r.hub.reversal_amount,
+                        r.response_code,
+                        c.ts(r.answered_at),
+                    ),
                 ),
-            )
-            _insert_findings(conn, findings, at)
-
-        await self.j.submit(op)
+                *_findings_rows(findings, at),
+            ]
+        )
 
     async def reconciliations(self, settlement_date: date) -> list[Reconciliation]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT biller, settlement_date, switch_count, switch_amount, "
             "switch_reversal_count, switch_reversal_amount, hub_count, hub_amount, "
             "hub_reversal_count, hub_reversal_amount, response_code, answered_at "
@@ -173,14 +198,14 @@ class SqliteSettlementStore:
         return out
 
     async def first_reconciled_at(self, biller: str, settlement_date: date) -> datetime | None:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT min(answered_at) FROM reconciliations WHERE biller=? AND settlement_date=?",
             (biller, c.day(settlement_date)),
         )
         return c.parse_ts(rows[0][0]) if rows and rows[0][0] else None
 
     async def findings(self, settlement_date: date) -> list[Finding]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             "SELECT kind, settlement_date, biller, detail, hub, switch, acquirer, rrn, source "
             "FROM findings WHERE settlement_date=? ORDER BY seq",
             (c.day(settlement_date),),
@@ -201,47 +226,46 @@ class SqliteSettlementStore:
         ]
 
     async def record_import(self, outcome: ImportOutcome, at: datetime) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT INTO settlement_imports VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (sha256) DO NOTHING",
-                (outcome.sha256, outcome.file_name, outcome.lines, outcome.matched, c.ts(at)),
-            )
-            if cur.rowcount != 1:
-                return False
-            _insert_findings(conn, outcome.findings, at)
-            return True
-
-        done: bool = await self.j.submit(op)
-        return done
+        changed = await self.j.run(
+            [
+                (
+                    "INSERT INTO settlement_imports VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sha256) DO NOTHING",
+                    (outcome.sha256, outcome.file_name, outcome.lines, outcome.matched, c.ts(at)),
+                ),
+                *_findings_rows(outcome.findings, at),
+            ],
+            guarded=True,
+        )
+        return changed[0] == 1
 
     async def imported(self, sha256: str) -> bool:
-        rows = await self.j.read("SELECT 1 FROM settlement_imports WHERE sha256=?", (sha256,))
+        rows = await self.j.rows("SELECT 1 FROM settlement_imports WHERE sha256=?", (sha256,))
         return bool(rows)
 
     async def payments_on(self, settlement_date: date) -> list[PaymentRecord]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             f"{_SELECT_PAYMENT} WHERE settlement_date=? ORDER BY seq", (c.day(settlement_date),)
         )
         return [c.payment_from_row(r) for r in rows]
 
     async def reversals_on(self, settlement_date: date) -> list[ReversalRecord]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             f"{_SELECT_REVERSAL} WHERE settlement_date=? ORDER BY seq", (c.day(settlement_date),)
         )
         return [c.reversal_from_row(r) for r in rows]
 
     async def open_uncertain(self) -> list[PaymentRecord]:
-        rows = await self.j.read(
+        rows = await self.j.rows(
             f"{_SELECT_PAYMENT} WHERE state=? AND resolution IS NULL ORDER BY seq",
             (PaymentState.UNCERTAIN.value,),
         )
         return [c.payment_from_row(r) for r in rows]
 
 
-def _insert_findings(conn: sqlite3.Connection, findings: list[Finding], at: datetime) -> None:
-    for f in findings:
-        conn.execute(
+def _findings_rows(findings: list[Finding], at: datetime) -> list[Statement]:
+    return [
+        (
             "INSERT INTO findings (kind, settlement_date, biller, acquirer, rrn, hub, switch, "
             "detail, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -257,3 +281,5 @@ def _insert_findings(conn: sqlite3.Connection, findings: list[Finding], at: date
                 c.ts(at),
             ),
         )
+        for f in findings
+    ]
