@@ -226,15 +226,27 @@ async def test_tls_refusal_is_counted_by_reason(world: World) -> None:
 # -- health, readiness, status ---------------------------------------------------------------
 
 
-async def test_readyz_says_what_is_wrong_until_a_link_signs_on(world: World) -> None:
+async def test_readyz_means_can_take_a_link_and_record_payments(world: World) -> None:
     status, _, body = await get(world, "/healthz")
     assert status == 200
+    # An idle hub is ready (a load balancer must send it the switch's first link);
+    # "no signed-on link" is a warning in the body, and a metric and an alert.
     status, _, body = await get(world, "/readyz")
-    assert status == 503
+    assert status == 200, body
     assert '"no signed-on link from the switch"' in body and '"journal": "ok"' in body
     await world.link()
     status, _, body = await get(world, "/readyz")
     assert status == 200, body
+    assert "no signed-on link" not in body
+    # A hub whose journal does not answer cannot record payments: not ready.
+    await world.hub.stores.close()
+    status, _, body = await get(world, "/readyz")
+    assert status == 503, body
+    assert '"journal": "error"' in body
+    # A hub whose listener stopped cannot take a link: not ready.
+    world.hub.server.abort()
+    status, _, body = await get(world, "/readyz")
+    assert status == 503 and "link listener is not accepting" in body
 
 
 async def test_failing_rest_biller_is_down_in_metrics_status_and_readyz(world: World) -> None:
@@ -431,8 +443,9 @@ async def test_watch_readiness_names_a_stuck_journal_and_all_billers_down() -> N
     assert body["problems"] == ["journal: no answer within 0.05 s"]
     health.unauthorized("100001")
     ready, body = await watch.readiness()
-    assert body["problems"][-1] == "every biller is down"
-    assert body["warnings"] == ["biller 100001: unauthorized"]
+    # Billers down are warnings: the hub still takes links and records payments.
+    assert body["problems"] == ["journal: no answer within 0.05 s"]
+    assert body["warnings"] == ["biller 100001: unauthorized", "every biller is down"]
     status = await watch.status()
     assert status["resolver"] == {"error": "TimeoutError"}
     assert status["billers"][0]["state"] == "unauthorized"

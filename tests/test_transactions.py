@@ -31,6 +31,21 @@ async def world(tmp_path: Path, pki) -> World:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("biller", [REST, BATCH])
+async def test_an_approved_payment_carries_the_name_with_no_inquiry_first(
+    world: World, biller: str
+) -> None:
+    # LINK-SPEC 6.3: CN on every approved payment, whether or not this hub saw an
+    # inquiry for the account (on several instances, the inquiry may go elsewhere).
+    accounts = world.rest_accounts if biller == REST else world.batch_accounts
+    acct = find(accounts, partial=False)
+    link = await world.link()
+    resp = await link.request(world.pay(biller, acct))
+    assert resp.fields[39] == "00"
+    assert tlv(resp)["CN"] == acct.customer_name
+    assert tlv(resp)["RN"]
+
+
+@pytest.mark.parametrize("biller", [REST, BATCH])
 async def test_inquiry_lists_open_bills_and_total(world: World, biller: str) -> None:
     accounts = world.rest_accounts if biller == REST else world.batch_accounts
     acct = find(accounts, min_bills=2, max_bills=12)

@@ -100,6 +100,7 @@ class Hub:
                 day_totals=self.stores.settlement.day_totals,
                 backlog=self.resolver.backlog,
                 business_day=lambda: self.day.current or utc_today(),
+                listening=lambda: self.server.listening,
             )
             self.admin_port = await self.admin.start(self.config.admin.host, self.config.admin.port)
         return port

@@ -68,6 +68,7 @@ class HubWatch:
         backlog: Backlog | None = None,
         metrics: Metrics | None = None,
         journal_health: JournalHealth | None = None,
+        listening: Callable[[], bool] | None = None,
         business_day: Callable[[], date],
         now: Callable[[], datetime] = _utc_now,
         journal_timeout: float = 2.0,
@@ -81,6 +82,7 @@ class HubWatch:
         self.backlog = backlog
         self.metrics = metrics
         self.journal_health = journal_health
+        self.listening = listening
         self.business_day = business_day
         self.now = now
         self.journal_timeout = journal_timeout
@@ -102,10 +104,13 @@ class HubWatch:
         return max(0.0, (self.now() - oldest).total_seconds()) if oldest is not None else 0.0
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready: the journal answers and writes, a link is signed on, not every biller
-        is down.
+        """Ready means "can take a link and record payments": the link listener is up
+        and the journal answers and writes.
 
-        One biller down is a warning, not unreadiness: the hub still serves the others.
+        Load balancers and Kubernetes send a new link only to a ready instance, so no
+        switch link yet, or billers down, must not make an instance unready: the switch
+        could then never connect. Those are warnings here, and metrics and alerts
+        (``billhub_links_signed_on``, ``billhub_biller_up``).
         """
         problems: list[str] = []
         warnings: list[str] = []
@@ -133,14 +138,16 @@ class HubWatch:
         body["links"] = len(links)
         body["signed_on"] = signed_on
         if not signed_on:
-            problems.append("no signed-on link from the switch")
+            warnings.append("no signed-on link from the switch")
+        if self.listening is not None and not self.listening():
+            problems.append("the link listener is not accepting connections")
         states = {b.code: self.health.report(b.code)["state"] for b in self.billers}
         body["billers"] = states
         down = [code for code, s in states.items() if s in ("down", "unauthorized")]
         for code in down:
             warnings.append(f"biller {code}: {states[code]}")
         if self.billers and len(down) == len(self.billers):
-            problems.append("every biller is down")
+            warnings.append("every biller is down")
         body["problems"] = problems
         body["warnings"] = warnings
         return not problems, body

@@ -77,6 +77,7 @@ class Observability:
         day_totals: TotalsSource | None,
         backlog: Backlog | None,
         business_day: Callable[[], date],
+        listening: Callable[[], bool] | None = None,
     ) -> AdminServer:
         """The admin port's server, reading the running hub through these callbacks."""
         watch = HubWatch(
@@ -87,6 +88,7 @@ class Observability:
             backlog=backlog,
             metrics=self.metrics,
             journal_health=self.journal_health,
+            listening=listening,
             business_day=business_day,
         )
         return AdminServer(watch.readiness, status=watch.status, metrics=watch.metrics_text)

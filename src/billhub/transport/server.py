@@ -84,6 +84,11 @@ class HubServer:
         return int(sock.getsockname()[1])
 
     @property
+    def listening(self) -> bool:
+        """Whether the link listener accepts connections (what readiness means)."""
+        return self._server is not None and self._server.is_serving() and self._accepting
+
+    @property
     def handshakes_in_progress(self) -> int:
         return self._handshakes
 
