@@ -163,3 +163,81 @@ def fill_disk(path: Path) -> int:
                 if len(chunk) == 1:
                     return written
                 chunk = chunk[: len(chunk) // 2]
+
+
+def _service_missing(what: str, start: str) -> None:
+    """Skip (outside CI) or fail (in CI) a test whose database server is not up."""
+    message = f"{what} is not reachable; start it with: {start}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so this is a failure, not a skip")
+    pytest.skip(message)
+
+
+def _psql(sql: str, database: str = "test") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A DSN of a fresh, empty PostgreSQL database on the machine's server, dropped after.
+
+    Each test gets its own database, so tests (and several checkouts running their suites
+    at once) never see each other's rows or schema versions.
+    """
+    name = f"bh_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**10}"
+    made = _psql(f'CREATE DATABASE "{name}"')
+    if made.returncode != 0:
+        _service_missing(
+            f"PostgreSQL at 127.0.0.1:5432 ({made.stderr.strip()})",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _mariadb(sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def mariadb_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A DSN of a fresh, empty MariaDB database on the machine's server, dropped after."""
+    name = f"bh_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**10}"
+    made = _mariadb(f"CREATE DATABASE `{name}`")
+    if made.returncode != 0:
+        _service_missing(
+            f"MariaDB at 127.0.0.1:3306 ({made.stderr.strip()})",
+            "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+        )
+    try:
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        _mariadb(f"DROP DATABASE IF EXISTS `{name}`")
