@@ -174,7 +174,7 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
     await stores.open()
     journal, store = stores.journal, stores.settlement
     bcfg = next(b for b in config.billers if b.code == BATCH)
-    batch = build_biller(bcfg, ConnectorContext(work, lambda: DAY))
+    batch = build_biller(bcfg, ConnectorContext(work, lambda: DAY, bills=stores.bills))
     t0 = time.perf_counter()
     await batch.start(journal)
     start_s = time.perf_counter() - t0

@@ -44,14 +44,16 @@ class ManualClock:
 
 
 class FixedIds:
-    """Payment ids ``P1, P2, ...`` and approval codes ``A00001, ...``: deterministic."""
+    """Payment ids ``P1, P2, ...`` and approval codes ``A00001, ...``: deterministic.
+    ``prefix`` tells two hub instances' ids apart (as real ids are unique everywhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "P") -> None:
         self.n = 0
+        self.prefix = prefix
 
     def payment_id(self) -> str:
         self.n += 1
-        return f"P{self.n}"
+        return f"{self.prefix}{self.n}"
 
     def approval_code(self) -> str:
         return f"A{self.n:05d}"
@@ -154,6 +156,10 @@ class MemoryBiller:
         receipt = f"R{len(self.ledger) + 1:05d}"
         self.ledger[order.payment_id] = _Posted(order, receipt, tuple(b.bill_id for b in targets))
         return receipt
+
+    def bills_taken(self, payment_id: str) -> tuple[str, ...]:
+        """None: the company's system keeps its own bills."""
+        return ()
 
     async def cancel_payment(self, payment_id: str) -> None:
         self._check()

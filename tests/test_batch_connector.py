@@ -1,16 +1,17 @@
 """The batch connector (BILLERS.md section 3): bills files in, payments files out.
 
 Bills files are written by the simulator's own writer (the exact format), except the
-malformed ones, which are written by hand. The journal is faked by :class:`FakeLedger`:
-a payment is "approved" only when a test says so, as the pipeline does after
-``post_payment`` returns.
+malformed ones, which are written by hand. The bills store is the real one, in a real
+SQLite journal; the payments the journal tells the connector about (for payments
+files) are faked by :class:`FakeLedger`. A payment is "approved" only when a test
+says so (:meth:`Env.approve`), as the pipeline does after ``post_payment`` returns:
+the journal then writes it with the bills it took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from billhub.config import BatchSettings
+from billhub.config import BatchSettings, BillerConfig, JournalConfig
 from billhub.connectors.batch import BatchConnector, LoadOutcome, LoadResult
 from billhub.connectors.billsfile import (
     BillsFileError,
@@ -26,7 +27,9 @@ from billhub.connectors.billsfile import (
     parse_bills_file_name,
 )
 from billhub.connectors.paymentsfile import PaymentsFileRow, render
-from billhub.errors import BillerRejected, BillerUnavailable, JournalError
+from billhub.connectors.registry import ConnectorContext, build_biller
+from billhub.errors import BillerRejected, BillerUnavailable, BillTaken, ConfigError, JournalError
+from billhub.journal.factory import JournalSet, build_journal
 from billhub.pipeline.model import (
     AccountStatus,
     PaymentKey,
@@ -199,7 +202,7 @@ class FakeLedger:
 @dataclass
 class Env:
     settings: BatchSettings
-    state: Path
+    stores: JournalSet
 
     @property
     def inbox(self) -> Path:
@@ -210,12 +213,42 @@ class Env:
         return self.settings.outbox
 
     def connector(self) -> BatchConnector:
-        return BatchConnector(CODE, self.settings, self.state, today=lambda: TODAY)
+        return BatchConnector(
+            CODE, self.settings, self.stores.bills, today=lambda: TODAY, follow_interval=0
+        )
 
     async def started(self, ledger: FakeLedger | None = None) -> BatchConnector:
         c = self.connector()
         await c.start(ledger or FakeLedger())
         return c
+
+    async def approve(
+        self, c: BatchConnector, o: PaymentOrder, ledger: FakeLedger | None = None
+    ) -> PaymentRecord:
+        """Post ``o`` and have the journal approve it, with the bills it took, as the
+        pipeline does."""
+        rec = record_of(o, await c.post_payment(o))
+        rec.claims = c.bills_taken(o.payment_id)
+        await self.stores.journal.insert_payment(rec)
+        if ledger is not None:
+            ledger.payments.append(rec)
+        return rec
+
+    async def reverse(self, rec: PaymentRecord) -> None:
+        """An approved reversal of ``rec``, as the journal records it (its bills released)."""
+        await self.stores.journal.insert_reversal(
+            ReversalRecord(
+                key=rec.key,
+                settlement_date=rec.settlement_date,
+                biller=CODE,
+                amount=rec.amount,
+                received_at=PAID_AT,
+                response_code="00",
+                payment_id=rec.payment_id,
+                booked_on=rec.settlement_date,
+                cancel_state="in_file",
+            )
+        )
 
     def write(self, accounts: list[DemoAccount], day: date = DAY1, seq: int = 1) -> Path:
         return write_bills_file(self.inbox, CODE, accounts, day=day, seq=seq)
@@ -226,11 +259,20 @@ class Env:
         return path
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    """The connector over each journal's store: the SQLite file, and a PostgreSQL
+    database (where several hub instances share it)."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    return Env(BatchSettings(inbox, tmp_path / "outbox"), tmp_path / "state")
+    if request.param == "sqlite":
+        config = JournalConfig(kind="sqlite", path=tmp_path / "journal.db")
+    else:
+        config = JournalConfig(kind="postgresql", dsn=request.getfixturevalue("pg_dsn"))
+    stores = build_journal(config)
+    await stores.open()
+    yield Env(BatchSettings(inbox, tmp_path / "outbox"), stores)
+    await stores.close()
 
 
 async def load_one(c: BatchConnector) -> LoadResult:
@@ -619,47 +661,45 @@ async def test_calls_before_start_or_after_close_are_unavailable(env: Env) -> No
 # --------------------------------------------------------------------------- restart
 
 
-async def test_restart_rebuilds_paid_marks_from_the_journal(env: Env) -> None:
-    ledger = FakeLedger()
+async def test_restart_finds_what_payments_hold_in_the_store(env: Env) -> None:
     env.write(FIRST)
-    c = await env.started(ledger)
+    c = await env.started()
     await c.load_inbox()
     by_bill = order("P1", ALICE.account, 150_000, A1.bill_id)
     everything = order("P2", BOB.account, 300_000, rrn="000000000002")
-    ledger.approve(by_bill, await c.post_payment(by_bill))
-    ledger.approve(everything, await c.post_payment(everything))
+    await env.approve(c, by_bill)
+    p2 = await env.approve(c, everything)
     # Posted, but the journal never approved it (the hub died before recording it).
     await c.post_payment(order("P3", ALICE.account, 200_000, A2.bill_id, rrn="000000000003"))
     await c.close()
 
-    c = await env.started(ledger)
+    c = await env.started()
     assert await open_ids(c, ALICE.account) == [A2.bill_id]
     assert await open_ids(c, BOB.account) == []
-    assert c.rebuild_warnings == []
     status = await c.payment_status("P1")
     assert status.status is PostingStatus.POSTED and status.receipt == c.receipt_for("P1")
     assert (await c.payment_status("P3")).status is PostingStatus.UNKNOWN
     assert await c.post_payment(by_bill) == c.receipt_for("P1")  # a repeat after restart
-    await c.cancel_payment("P2")  # a reversal after restart reopens
+    await refused("bill_not_open", c.post_payment(order("P4", ALICE.account, 150_000, A1.bill_id)))
+    await env.reverse(p2)  # a reversal after restart reopens
+    await c.cancel_payment("P2")
     assert await open_ids(c, BOB.account) == [B1.bill_id]
+    assert (await c.payment_status("P2")).status is PostingStatus.CANCELLED
     await c.close()
 
-    ledger.payments[1].reversed = True
-    c = await env.started(ledger)
+    c = await env.started()
     assert await open_ids(c, BOB.account) == [B1.bill_id]
     assert await open_ids(c, ALICE.account) == [A2.bill_id]
     await c.close()
 
 
 async def test_restart_after_a_crash_with_a_file_loaded_since_the_payment(env: Env) -> None:
-    """A payment without a bill id: the file loaded after it records which bills it
-    paid, so a new bill of the same amount is not taken for one of them after a crash."""
-    ledger = FakeLedger()
+    """A payment without a bill id: the bills it took are in the store with it, so a
+    new bill of the same amount is not taken for one of them after a crash."""
     env.write([ALICE])
-    c1 = await env.started(ledger)
+    c1 = await env.started()
     await c1.load_inbox()
-    o = order("P1", ALICE.account, 350_000)
-    ledger.approve(o, await c1.post_payment(o))
+    await env.approve(c1, order("P1", ALICE.account, 350_000))
     # The company counter-paid A1 too (its books lag) and issued a new bill of A1's amount.
     new = bill("DM-2026-11-000101", "202611", 150_000)
     env.write([account(ALICE.account, A2, new, paid=(A1,))], day=DAY2)
@@ -667,56 +707,74 @@ async def test_restart_after_a_crash_with_a_file_loaded_since_the_payment(env: E
     assert result.conflicts == (A2.bill_id,)  # A2 paid by the hub, still "open" in the file
     assert await open_ids(c1, ALICE.account) == [new.bill_id]
     # Crash: c1 is never closed.
-    c2 = await env.started(ledger)
+    c2 = await env.started()
     assert await open_ids(c2, ALICE.account) == [new.bill_id]
-    assert c2.rebuild_warnings == []
     await c2.close()
     await c1.close()
 
 
-async def test_restart_after_a_crash_reallocates_a_payment_without_bill_id(env: Env) -> None:
-    ledger = FakeLedger()
+async def test_a_reversed_payment_without_bill_id_reopens_its_bills_after_a_crash(
+    env: Env,
+) -> None:
     env.write([ALICE, BOB])
-    c1 = await env.started(ledger)
+    c1 = await env.started()
     await c1.load_inbox()
-    o = order("P1", ALICE.account, 150_000, A1.bill_id)
-    ledger.approve(o, await c1.post_payment(o))
-    o = order("P2", ALICE.account, 200_000, rrn="000000000002")
-    ledger.approve(o, await c1.post_payment(o))
-    # Crash: no close, nothing written since the payments.
-    c2 = await env.started(ledger)
+    await env.approve(c1, order("P1", ALICE.account, 150_000, A1.bill_id))
+    p2 = await env.approve(c1, order("P2", ALICE.account, 200_000, rrn="000000000002"))
+    # Crash: no close.
+    c2 = await env.started()
     assert await open_ids(c2, ALICE.account) == []
     assert await open_ids(c2, BOB.account) == [B1.bill_id]
-    assert c2.rebuild_warnings == []
+    await env.reverse(p2)
     await c2.cancel_payment("P2")
     assert await open_ids(c2, ALICE.account) == [A2.bill_id]
+    await refused("unknown_payment", c2.cancel_payment("P9"))
     await c2.close()
     await c1.close()
 
 
-async def test_a_held_payment_that_fits_no_bills_is_reported_not_guessed(env: Env) -> None:
-    ledger = FakeLedger()
-    ledger.approve(order("P1", ALICE.account, 123), "R-1")
-    env.write([ALICE])
-    c = await env.started(ledger)
-    await c.load_inbox()
-    await c.close()
-    c = await env.started(ledger)
-    assert await open_ids(c, ALICE.account) == [A1.bill_id, A2.bill_id]
-    assert len(c.rebuild_warnings) == 1 and "P1" in c.rebuild_warnings[0]
-    await c.close()
+async def test_two_hubs_on_one_store_never_take_one_bill_twice(env: Env) -> None:
+    """Two connectors on one store (two hub instances): each answers from its own
+    memory, the journal's commit decides, and each learns the other's payments."""
+    env.write(FIRST)
+    a, b = await env.started(), await env.started()
+    await a.load_inbox()
+    await b.follow()
+    assert await open_ids(b, ALICE.account) == [A1.bill_id, A2.bill_id]
+    first = order("PA", ALICE.account, 150_000, A1.bill_id)
+    second = order("PB", ALICE.account, 150_000, A1.bill_id, rrn="000000000002")
+    await env.approve(a, first)
+    # b has not followed yet: it takes A1 in memory, and the journal refuses it.
+    with pytest.raises(BillTaken):
+        await env.approve(b, second)
+    await b.cancel_payment("PB")  # what the pipeline does then; b follows the store
+    assert await open_ids(b, ALICE.account) == [A2.bill_id]
+    await refused("bill_not_open", b.post_payment(order("PC", ALICE.account, 150_000, A1.bill_id)))
+    assert (await b.payment_status("PA")).status is PostingStatus.POSTED
+    # A reversal on b of a's payment: both see A1 open again.
+    await env.reverse(await a_record(env, "PA"))
+    await b.cancel_payment("PA")
+    await a.follow()
+    assert await open_ids(a, ALICE.account) == [A1.bill_id, A2.bill_id]
+    assert await open_ids(b, ALICE.account) == [A1.bill_id, A2.bill_id]
+    await a.close()
+    await b.close()
+
+
+async def a_record(env: Env, payment_id: str) -> PaymentRecord:
+    rec = await env.stores.journal.get_payment_by_id(payment_id)
+    assert rec is not None
+    return rec
 
 
 async def test_a_later_file_cannot_reopen_a_bill_the_hub_was_paid_for(env: Env) -> None:
-    ledger = FakeLedger()
     env.write(FIRST)
-    c = await env.started(ledger)
+    c = await env.started()
     await c.load_inbox()
-    o = order("P1", ALICE.account, 150_000, A1.bill_id)
-    ledger.approve(o, await c.post_payment(o))
+    await env.approve(c, order("P1", ALICE.account, 150_000, A1.bill_id))
     await c.close()
 
-    c = await env.started(ledger)
+    c = await env.started()
     env.write([ALICE, account(BOB.account, paid=(B1,))], day=DAY2)  # A1 "open" again
     result = await load_one(c)
     assert result.outcome is LoadOutcome.LOADED
@@ -727,19 +785,6 @@ async def test_a_later_file_cannot_reopen_a_bill_the_hub_was_paid_for(env: Env) 
     env.write([account(ALICE.account, A2, paid=(A1,))], day=date(2026, 11, 22))
     assert (await load_one(c)).conflicts == ()
     await c.close()
-
-
-async def test_the_store_is_versioned(env: Env) -> None:
-    c = await env.started()
-    await c.close()
-    db = env.state / f"batch-{CODE}.db"
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        conn.execute("INSERT INTO schema_version VALUES (99, 'future', '2030-01-01')")
-    conn.close()
-    with pytest.raises(BillerUnavailable, match="newer"):
-        await env.started()
 
 
 # --------------------------------------------------------------------------- payments file
@@ -817,8 +862,7 @@ async def test_payments_file_of_connector_posted_payments(env: Env) -> None:
     env.write(FIRST)
     c = await env.started(ledger)
     await c.load_inbox()
-    o = order("P1", BOB.account, 300_000)
-    ledger.approve(o, await c.post_payment(o))
+    await env.approve(c, order("P1", BOB.account, 300_000), ledger)
     text = (await c.write_payments_file(TODAY, ledger)).read_text("utf-8")
     receipt = c.receipt_for("P1")
     assert text.splitlines()[1:] == [
@@ -835,7 +879,9 @@ async def test_payments_file_with_a_lookup_and_a_missing_payment(env: Env) -> No
     async def lookup(payment_id: str) -> PaymentRecord | None:
         return older if payment_id == older.payment_id else None
 
-    c = BatchConnector(CODE, env.settings, env.state, today=lambda: TODAY, payments_by_id=lookup)
+    c = BatchConnector(
+        CODE, env.settings, env.stores.bills, today=lambda: TODAY, payments_by_id=lookup
+    )
     await c.start(ledger)
     path = await c.write_payments_file(TODAY, ledger)
     assert path.read_bytes() == EXPECTED_FILE.encode("utf-8")
@@ -917,3 +963,20 @@ async def test_a_cancelled_load_still_reaches_the_index(env: Env) -> None:
     assert await c.load_inbox() == []  # waits for the first; the file is gone
     assert await open_ids(c, ALICE.account) == [A1.bill_id, A2.bill_id]
     await c.close()
+
+
+async def test_serve_refuses_a_bills_store_of_an_earlier_billhub(env: Env, tmp_path: Path) -> None:
+    """An earlier billhub's ``batch-<code>.db`` beside the journal: starting without its
+    knowledge of which bills payments took would offer them again, so the biller is
+    refused with a line naming the file."""
+    biller = BillerConfig(
+        code=CODE, name="Rural Damascus", kind="batch", budget_s=1.0, max_concurrency=4,
+        batch=env.settings,
+    )  # fmt: skip
+    ctx = ConnectorContext(tmp_path, lambda: TODAY, bills=env.stores.bills)
+    assert isinstance(build_biller(biller, ctx), BatchConnector)
+    (tmp_path / f"batch-{CODE}.db").write_bytes(b"")
+    with pytest.raises(ConfigError) as info:
+        build_biller(biller, ctx)
+    assert info.value.key == f"billers[{CODE}]"
+    assert f"batch-{CODE}.db is a bills store of an earlier billhub" in str(info.value)

@@ -47,8 +47,11 @@ async def _day(world: World) -> tuple[Ledger, dict[str, Message]]:
     ledger = Ledger()
     sent: dict[str, Message] = {}
     for biller, accounts in ((REST, world.rest_accounts), (BATCH, world.batch_accounts)):
-        payable = [a for a in accounts if a.status == "active" and a.total_due > 0
-                   and not a.partial_allowed][:4]
+        payable = [
+            a
+            for a in accounts
+            if a.status == "active" and a.total_due > 0 and not a.partial_allowed
+        ][:4]
         for i, acct in enumerate(payable):
             pay = world.pay(biller, acct)
             resp = await link.request(pay)
@@ -97,8 +100,9 @@ async def test_cutover_then_0500_agreeing_and_disagreeing(world: World) -> None:
     assert int(wrong.fields[86]) == sum(ledger.approved[REST]), "the hub answers its own totals"
     again = await link.request(ledger.zero_five_hundred(REST, delta=100))
     assert again.fields[39] == "95", "a repeated 0500 is compared and answered again"
-    unknown = m.reconciliation("999999", mmdd(), count=0, total=0, reversal_count=0,
-                               reversal_total=0)
+    unknown = m.reconciliation(
+        "999999", mmdd(), count=0, total=0, reversal_count=0, reversal_total=0
+    )
     assert (await link.request(unknown)).fields[39] == "92"
 
     store = world.hub.closer.store  # type: ignore[union-attr]
@@ -118,8 +122,9 @@ async def test_closed_date_gets_90_but_repeats_keep_their_answer(world: World) -
     assert (await link.request(m.repeat(late))).fields[39] == "90"
     assert (await link.request(m.repeat(sent[f"{REST}-0"]))).fields[39] == "00"
     assert (await link.request(m.repeat(sent["uncertain"]))).fields[39] == "91"
-    fresh = world.pay(BATCH, find(world.batch_accounts, partial=False, min_bills=2),
-                      date=mmdd(TOMORROW))
+    fresh = world.pay(
+        BATCH, find(world.batch_accounts, partial=False, min_bills=2), date=mmdd(TOMORROW)
+    )
     assert (await link.request(fresh)).fields[39] == "00", "the new date is open"
 
 
@@ -196,6 +201,7 @@ async def start_world_again(tmp_path: Path, pki) -> World:  # type: ignore[no-un
     """The same hub configuration and journal, after a crash (fresh folders for the billers)."""
     fresh = tmp_path / "again"
     fresh.mkdir()
-    world = await start_world(fresh, pki, journal=tmp_path / "journal.db",
-                              outbox=tmp_path / "outbox")
+    world = await start_world(
+        fresh, pki, journal=tmp_path / "journal.db", outbox=tmp_path / "outbox"
+    )
     return world

@@ -17,9 +17,10 @@ import pytest
 from tests.conftest import fill_disk
 from tests.test_journal_sqlite import payment
 
-from billhub.config import BatchSettings
+from billhub.config import BatchSettings, JournalConfig
 from billhub.connectors.batch import BatchConnector
 from billhub.errors import BillerUnavailable, JournalError
+from billhub.journal.factory import build_journal
 from billhub.journal.sqlite import SqliteJournal
 from billhub.observability.health import JournalHealth
 from billhub.observability.metrics import Metrics
@@ -319,13 +320,12 @@ async def test_a_bills_file_that_does_not_fit_names_the_disk_not_a_rollback(
     outbox.mkdir()
     accounts = generate_accounts("02", 4000, 3, today=T0.date())
     write_bills_file(inbox, "100002", accounts, day=T0.date())
-    connector = BatchConnector("100002", BatchSettings(inbox, outbox), disk, today=T0.date)
-
-    class NoPayments:
-        async def held_payments(self, biller: str) -> list[PaymentRecord]:
-            return []
-
-    await connector.start(NoPayments())  # type: ignore[arg-type]
+    stores = build_journal(JournalConfig(kind="sqlite", path=disk / "journal.db"))
+    await stores.open()
+    connector = BatchConnector(
+        "100002", BatchSettings(inbox, outbox), stores.bills, today=T0.date, follow_interval=0
+    )
+    await connector.start(stores.journal)
     try:
         await asyncio.to_thread(fill_disk, disk / "filler")
         with pytest.raises(BillerUnavailable) as info:
@@ -338,3 +338,4 @@ async def test_a_bills_file_that_does_not_fit_names_the_disk_not_a_rollback(
         assert [r.outcome.value for r in results] == ["loaded"]
     finally:
         await connector.close()
+        await stores.close()

@@ -120,11 +120,21 @@ def synthetic_day() -> Day:
             payment(n, billers[i % 3], acquirers[i % 4 % 3], channels[i % 5], amount)
         )
     # Declined, in flight and uncertain payments never count.
-    day.payments.append(payment(101, "100001", "600001", "6011", 500_000, state=PaymentState.DECLINED, code="13"))
-    day.payments.append(payment(102, "100002", "600002", "6013", 700_000, state=PaymentState.POSTING, code=None))
+    day.payments.append(
+        payment(101, "100001", "600001", "6011", 500_000, state=PaymentState.DECLINED, code="13")
+    )
+    day.payments.append(
+        payment(102, "100002", "600002", "6013", 700_000, state=PaymentState.POSTING, code=None)
+    )
     unc = payment(
-        103, "100002", "600003", "6014", 2_500_050,
-        state=PaymentState.UNCERTAIN, code="91", account=UNCERTAIN_ACCOUNT,
+        103,
+        "100002",
+        "600003",
+        "6014",
+        2_500_050,
+        state=PaymentState.UNCERTAIN,
+        code="91",
+        account=UNCERTAIN_ACCOUNT,
     )
     day.payments.append(unc)
     day.uncertain_open.append(unc)
@@ -132,7 +142,9 @@ def synthetic_day() -> Day:
     day.payments.append(payment(201, "100001", "600001", "6010", 9_999_900, sdate=NEXT))
     day.payments.append(payment(202, "100003", "600002", "6012", 1_000_000, sdate=NEXT))
     # Reversals: three accepted, one refused 25 (a declined original), one late.
-    approved = [p for p in day.payments if p.state is PaymentState.APPROVED and p.settlement_date == SDATE]
+    approved = [
+        p for p in day.payments if p.state is PaymentState.APPROVED and p.settlement_date == SDATE
+    ]
     for p in (approved[4], approved[10], approved[23]):
         day.reversals.append(reversal_of(p))
     day.reversals.append(reversal_of(day.payments[60], code="25"))
@@ -145,15 +157,24 @@ def synthetic_day() -> Day:
     def totals(biller: str, *, late_in: bool) -> Totals:
         ps = [p for p in approved if p.biller == biller]
         rs = [
-            r for r in day.reversals
-            if r.biller == biller and r.response_code == "00" and r.settlement_date == SDATE
+            r
+            for r in day.reversals
+            if r.biller == biller
+            and r.response_code == "00"
+            and r.settlement_date == SDATE
             and (late_in or r is not late)
         ]
         return Totals(len(ps), sum(p.amount for p in ps), len(rs), sum(r.amount for r in rs))
 
     for b in billers:
         hub = totals(b, late_in=False)
-        switch = hub if b != "100002" else Totals(hub.count + 1, hub.amount + 2_500_050, hub.reversal_count, hub.reversal_amount)
+        switch = (
+            hub
+            if b != "100002"
+            else Totals(
+                hub.count + 1, hub.amount + 2_500_050, hub.reversal_count, hub.reversal_amount
+            )
+        )
         code = "00" if switch == hub else "95"
         day.reconciliations.append(Reconciliation(b, SDATE, switch, hub, code, RECONCILED_AT))
         if code == "95":  # one finding per figure that differs, as the 0500 handler records
@@ -163,20 +184,39 @@ def synthetic_day() -> Day:
                 ("DE 97 net", syp(hub.net), syp(switch.net)),
             ):
                 day.findings.append(
-                    Finding(FindingKind.RECONCILIATION, SDATE, b, f"{label} differs", hub=ours, switch=theirs, source="0500")
+                    Finding(
+                        FindingKind.RECONCILIATION,
+                        SDATE,
+                        b,
+                        f"{label} differs",
+                        hub=ours,
+                        switch=theirs,
+                        source="0500",
+                    )
                 )
     # An earlier 0500 of the same biller, answered before: the latest one counts.
     day.reconciliations.append(
-        Reconciliation("100001", SDATE, Totals(), Totals(), "95", RECONCILED_AT - timedelta(minutes=5))
+        Reconciliation(
+            "100001", SDATE, Totals(), Totals(), "95", RECONCILED_AT - timedelta(minutes=5)
+        )
     )
     day.findings.append(
         Finding(
-            FindingKind.SWITCH_ONLY, SDATE, "100002", "payment settled by the switch; the hub has it uncertain (91)",
-            hub="", switch="25,000.50 SYP", acquirer="600003", rrn=unc.key.rrn, source="file:settle-20250314.csv#2",
+            FindingKind.SWITCH_ONLY,
+            SDATE,
+            "100002",
+            "payment settled by the switch; the hub has it uncertain (91)",
+            hub="",
+            switch="25,000.50 SYP",
+            acquirer="600003",
+            rrn=unc.key.rrn,
+            source="file:settle-20250314.csv#2",
         )
     )
     day.findings.append(  # another date's: not in this report
-        Finding(FindingKind.HUB_ONLY, NEXT, "100001", "not this date", hub="1.00", source="file:x#3")
+        Finding(
+            FindingKind.HUB_ONLY, NEXT, "100001", "not this date", hub="1.00", source="file:x#3"
+        )
     )
     return day
 
@@ -199,8 +239,14 @@ def build(day: Day) -> DayReport:
 def quiet_report(**given: Any) -> DayReport:
     """A report of SDATE from only what is given; every other input empty."""
     inputs: dict[str, Any] = {
-        "billers": {}, "payments": [], "reversals": [], "reconciliations": [], "findings": [],
-        "uncertain_open": [], "adjustments": [], "generated_at": GENERATED_AT,
+        "billers": {},
+        "payments": [],
+        "reversals": [],
+        "reconciliations": [],
+        "findings": [],
+        "uncertain_open": [],
+        "adjustments": [],
+        "generated_at": GENERATED_AT,
     }
     return build_report(SDATE, **(inputs | given))
 
@@ -224,7 +270,9 @@ def expected_figures(day: Day) -> dict[str, dict[str, tuple[int, int, int, int, 
             for b in BILLERS
         },
         "acquirers": {
-            a: fig([p for p in pays if p.key.acquirer == a], [r for r in revs if r.key.acquirer == a])
+            a: fig(
+                [p for p in pays if p.key.acquirer == a], [r for r in revs if r.key.acquirer == a]
+            )
             for a in ACQUIRERS
         },
         "channels": {
@@ -277,8 +325,13 @@ def test_summary_names_every_configured_biller_even_idle_ones() -> None:
     rows = read_csv(render_csv(build(synthetic_day()))["summary-2025-03-14.csv"])
     assert [(r["biller"], r["name"]) for r in rows[:-1]] == list(BILLERS.items())
     assert rows[3] == {
-        "biller": "100004", "name": "كهرباء اللاذقية", "payments_count": "0", "payments_amount": "0",
-        "reversals_count": "0", "reversals_amount": "0", "net": "0",
+        "biller": "100004",
+        "name": "كهرباء اللاذقية",
+        "payments_count": "0",
+        "payments_amount": "0",
+        "reversals_count": "0",
+        "reversals_amount": "0",
+        "net": "0",
     }
 
 
@@ -297,7 +350,12 @@ def test_exceptions_csv_lists_findings_adjustments_and_uncertain_payments() -> N
     text = render_csv(build(day))["exceptions-2025-03-14.csv"]
     assert text.splitlines()[0] == "kind,biller,acquirer,rrn,hub,switch,detail,source"
     rows = read_csv(text)
-    assert [r["kind"] for r in rows] == [*["reconciliation"] * 3, "switch_only", "adjustment", "uncertain"]
+    assert [r["kind"] for r in rows] == [
+        *["reconciliation"] * 3,
+        "switch_only",
+        "adjustment",
+        "uncertain",
+    ]
     *recon, switch_only, adj, unc = rows
     assert [(r["biller"], r["detail"], r["source"]) for r in recon] == [
         ("100002", "DE 74 payments count differs", "0500"),
@@ -308,11 +366,20 @@ def test_exceptions_csv_lists_findings_adjustments_and_uncertain_payments() -> N
     assert (recon[1]["hub"], recon[1]["switch"]) == (syp(hub_amount), syp(hub_amount + 2_500_050))
     assert switch_only["source"] == "file:settle-20250314.csv#2"
     late = day.adjustments[0]
-    assert (adj["biller"], adj["acquirer"], adj["rrn"]) == (late.biller, late.key.acquirer, late.key.rrn)
+    assert (adj["biller"], adj["acquirer"], adj["rrn"]) == (
+        late.biller,
+        late.key.acquirer,
+        late.key.rrn,
+    )
     assert adj["hub"] == syp(late.amount)
     assert "after the 0500 was answered 2025-03-15 05:10 UTC" in adj["detail"]
     u = day.uncertain_open[0]
-    assert (unc["biller"], unc["acquirer"], unc["rrn"], unc["hub"]) == ("100002", "600003", u.key.rrn, "25,000.50 SYP")
+    assert (unc["biller"], unc["acquirer"], unc["rrn"], unc["hub"]) == (
+        "100002",
+        "600003",
+        u.key.rrn,
+        "25,000.50 SYP",
+    )
     assert "01****7654" in unc["detail"]
     assert unc["source"] == "payment:P000103"
     # Open since 07:00 + 103 min on the 14th, report at 06:30 on the 15th.
@@ -478,7 +545,17 @@ def test_html_marks_arabic_names_right_to_left() -> None:
 def test_html_is_self_contained() -> None:
     html = render_html(build(synthetic_day()))
     lowered = html.lower()
-    for needle in ("http:", "https:", "src=", "<link", "<script", "url(", "@import", "<iframe", "<object"):
+    for needle in (
+        "http:",
+        "https:",
+        "src=",
+        "<link",
+        "<script",
+        "url(",
+        "@import",
+        "<iframe",
+        "<object",
+    ):
         assert needle not in lowered, needle
     assert lowered.count("<svg") >= 2 and "<style>" in lowered
     assert "@media print" in html and "size: A4" in html

@@ -142,7 +142,11 @@ def test_figures_via_data_attributes(page: Any) -> None:
 
 def test_figures_via_visible_text_of_the_tables(page: Any) -> None:
     want = expected_figures(synthetic_day())
-    for table_id, table in (("billers", "billers"), ("acquirers", "acquirers"), ("channels", "channels")):
+    for table_id, table in (
+        ("billers", "billers"),
+        ("acquirers", "acquirers"),
+        ("channels", "channels"),
+    ):
         rows = page.eval_on_selector_all(
             f"#{table_id} tbody tr, #{table_id} tfoot tr",
             "rows => rows.map(r => Array.from(r.cells, c => c.innerText))",
@@ -215,7 +219,9 @@ def test_prints_on_a4_without_overflow(page: Any) -> None:
     page.set_viewport_size({"width": A4_CONTENT_PX, "height": 1000})
     page.emulate_media(media="print")
     overflow = page.evaluate("document.documentElement.scrollWidth")
-    assert overflow <= A4_CONTENT_PX, f"print layout is {overflow}px wide, A4 leaves {A4_CONTENT_PX}"
+    assert overflow <= A4_CONTENT_PX, (
+        f"print layout is {overflow}px wide, A4 leaves {A4_CONTENT_PX}"
+    )
     backgrounds = page.eval_on_selector_all(
         ".kpi, .card, body", "els => els.map(e => getComputedStyle(e).backgroundColor)"
     )

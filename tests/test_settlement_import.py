@@ -59,10 +59,42 @@ def test_good_file_parses_every_line_in_order() -> None:
     )
     lines = parse_settlement_file(data)
     assert lines == [
-        SettlementLine(2, SDATE, "600001", "000000000001", "000123", "100001", SECRET, 150000, LineType.PAYMENT),
-        SettlementLine(3, SDATE, "600002", "AB12 CD34   ", "999999", "100002", SECRET, 2500050, LineType.PAYMENT),
-        SettlementLine(4, SDATE, "600001", "000000000001", "000123", "100001", SECRET, 150000, LineType.REVERSAL),
-        SettlementLine(5, date(2025, 3, 13), "600001", "7", "000123", "100001", "A-1/2_x~!", 1, LineType.PAYMENT),
+        SettlementLine(
+            2, SDATE, "600001", "000000000001", "000123", "100001", SECRET, 150000, LineType.PAYMENT
+        ),
+        SettlementLine(
+            3,
+            SDATE,
+            "600002",
+            "AB12 CD34   ",
+            "999999",
+            "100002",
+            SECRET,
+            2500050,
+            LineType.PAYMENT,
+        ),
+        SettlementLine(
+            4,
+            SDATE,
+            "600001",
+            "000000000001",
+            "000123",
+            "100001",
+            SECRET,
+            150000,
+            LineType.REVERSAL,
+        ),
+        SettlementLine(
+            5,
+            date(2025, 3, 13),
+            "600001",
+            "7",
+            "000123",
+            "100001",
+            "A-1/2_x~!",
+            1,
+            LineType.PAYMENT,
+        ),
     ]
 
 
@@ -86,40 +118,110 @@ MALFORMED = [
     ("only a line end", b"\n", 1, "header is missing"),
     ("only a byte-order mark", "\ufeff".encode(), 1, "header is missing"),
     ("old Mac line ends", (HEAD + "\r" + line()).encode(), 1, "stray carriage return"),
-    ("header missing a column", b"settlement_date,acquirer,rrn,stan,biller,account,amount\n" + line().encode(), 1, "header must be exactly"),
-    ("header in another order", ("acquirer,settlement_date,rrn,stan,biller,account,amount,type\n" + line()).encode(), 1, "header must be exactly"),
+    (
+        "header missing a column",
+        b"settlement_date,acquirer,rrn,stan,biller,account,amount\n" + line().encode(),
+        1,
+        "header must be exactly",
+    ),
+    (
+        "header in another order",
+        ("acquirer,settlement_date,rrn,stan,biller,account,amount,type\n" + line()).encode(),
+        1,
+        "header must be exactly",
+    ),
     ("header in capitals", (HEAD.upper() + "\n" + line()).encode(), 1, "header must be exactly"),
     ("data instead of header", csv_file()[len(HEAD) + 1 :] + line().encode(), 1, "header"),
-    ("bad date: no such day", csv_file(line(), line("2", sdate="2025-02-30")), 3, "settlement_date: is not a calendar date"),
-    ("bad date: other format", csv_file(line(sdate="14/03/2025")), 2, "settlement_date: must be YYYY-MM-DD"),
-    ("bad date: compact ISO", csv_file(line(sdate="20250314")), 2, "settlement_date: must be YYYY-MM-DD"),
-    ("letters in amount", csv_file(line(), line("2"), line("3", "12a00")), 4, "amount: must be a positive integer"),
+    (
+        "bad date: no such day",
+        csv_file(line(), line("2", sdate="2025-02-30")),
+        3,
+        "settlement_date: is not a calendar date",
+    ),
+    (
+        "bad date: other format",
+        csv_file(line(sdate="14/03/2025")),
+        2,
+        "settlement_date: must be YYYY-MM-DD",
+    ),
+    (
+        "bad date: compact ISO",
+        csv_file(line(sdate="20250314")),
+        2,
+        "settlement_date: must be YYYY-MM-DD",
+    ),
+    (
+        "letters in amount",
+        csv_file(line(), line("2"), line("3", "12a00")),
+        4,
+        "amount: must be a positive integer",
+    ),
     ("negative amount", csv_file(line(amount="-100")), 2, "amount: must be a positive integer"),
     ("decimal amount", csv_file(line(amount="1500.00")), 2, "amount: must be a positive integer"),
-    ("amount with a space", csv_file(line(amount="1 500")), 2, "amount: must be a positive integer"),
+    (
+        "amount with a space",
+        csv_file(line(amount="1 500")),
+        2,
+        "amount: must be a positive integer",
+    ),
     ("amount with a plus", csv_file(line(amount="+1500")), 2, "amount: must be a positive integer"),
-    ("amount with Arabic-Indic digits", csv_file(line(amount="١٥٠٠")), 2, "amount: must be a positive integer"),
+    (
+        "amount with Arabic-Indic digits",
+        csv_file(line(amount="١٥٠٠")),
+        2,
+        "amount: must be a positive integer",
+    ),
     ("zero amount", csv_file(line(amount="000")), 2, "amount: must be greater than zero"),
-    ("amount beyond DE 4", csv_file(line(amount="1234567890123")), 2, "amount: must be a positive integer"),
+    (
+        "amount beyond DE 4",
+        csv_file(line(amount="1234567890123")),
+        2,
+        "amount: must be a positive integer",
+    ),
     ("unknown type", csv_file(line(kind="refund")), 2, "type: must be payment or reversal"),
     ("type in capitals", csv_file(line(kind="Payment")), 2, "type: must be payment or reversal"),
     ("duplicate line", csv_file(line(), line("2"), line()), 4, "duplicate of line 2"),
-    ("duplicate up to trailing spaces", csv_file(line("ABC"), line("ABC   ", "99")), 3, "duplicate of line 2"),
-    ("bad UTF-8", csv_file(line(), line("2"))[:-3] + b"\xff\xfe\n" + line("3").encode() + b"\n", 3, "not valid UTF-8"),
+    (
+        "duplicate up to trailing spaces",
+        csv_file(line("ABC"), line("ABC   ", "99")),
+        3,
+        "duplicate of line 2",
+    ),
+    (
+        "bad UTF-8",
+        csv_file(line(), line("2"))[:-3] + b"\xff\xfe\n" + line("3").encode() + b"\n",
+        3,
+        "not valid UTF-8",
+    ),
     ("too few fields", csv_file(line().rsplit(",", 1)[0]), 2, "expected 8 fields, found 7"),
     ("too many fields", csv_file(line() + ",x"), 2, "expected 8 fields, found 9"),
     ("blank line", csv_file(line(), "", line("2")), 3, "empty line"),
     ("trailing blank line", csv_file(line()) + b"\n", 3, "empty line"),
     ("stray quote", csv_file(line(account='"ab"c')), 2, "quoting"),
     ("unclosed quote", csv_file(line(account='"abc')), 2, "quoting"),
-    ("acquirer too long", csv_file(line(acquirer="123456789012")), 2, "acquirer: must be 1 to 11 digits"),
-    ("acquirer with letters", csv_file(line(acquirer="60000A")), 2, "acquirer: must be 1 to 11 digits"),
+    (
+        "acquirer too long",
+        csv_file(line(acquirer="123456789012")),
+        2,
+        "acquirer: must be 1 to 11 digits",
+    ),
+    (
+        "acquirer with letters",
+        csv_file(line(acquirer="60000A")),
+        2,
+        "acquirer: must be 1 to 11 digits",
+    ),
     ("biller missing", csv_file(line(biller="")), 2, "biller: must be 1 to 11 digits"),
     ("rrn too long", csv_file(line("0000000000001")), 2, "rrn: must be 1 to 12"),
     ("rrn with a dash", csv_file(line("0000-0001")), 2, "rrn: must be 1 to 12"),
     ("rrn blank", csv_file(line("   ")), 2, "rrn: is blank"),
     ("stan of 5 digits", csv_file(line(stan="12345")), 2, "stan: must be 6 digits"),
-    ("account with a space", csv_file(line(account="0100 SECRET99")), 2, "account: must be 1 to 28"),
+    (
+        "account with a space",
+        csv_file(line(account="0100 SECRET99")),
+        2,
+        "account: must be 1 to 28",
+    ),
     ("account too long", csv_file(line(account=SECRET * 3)), 2, "account: must be 1 to 28"),
     ("account not ASCII", csv_file(line(account=SECRET + "é")), 2, "account: must be 1 to 28"),
     ("account empty", csv_file(line(account="")), 2, "account: must be 1 to 28"),
@@ -127,7 +229,9 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("case", "data", "line_no", "reason"), MALFORMED, ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(
+    ("case", "data", "line_no", "reason"), MALFORMED, ids=[m[0] for m in MALFORMED]
+)
 def test_malformed_file_is_rejected_whole_naming_line_and_reason(
     case: str, data: bytes, line_no: int, reason: str
 ) -> None:
@@ -203,8 +307,18 @@ def test_one_difference_of_each_kind_is_classified_exactly() -> None:
     declined = pay("000000000006", 60_000, state=PaymentState.DECLINED, code="13")
     uncertain = pay("000000000007", 70_000, state=PaymentState.UNCERTAIN, code="91")
     next_day = pay("000000000008", 80_000, sdate=SDATE + timedelta(days=1))
-    payments = [clean, clean_other_acq, padded, both_reversed, differs, hub_only,
-                reversed_by_switch, declined, uncertain, next_day]
+    payments = [
+        clean,
+        clean_other_acq,
+        padded,
+        both_reversed,
+        differs,
+        hub_only,
+        reversed_by_switch,
+        declined,
+        uncertain,
+        next_day,
+    ]
     reversals = [
         rev(both_reversed),
         rev(declined, code="25"),  # refused: not a reversal for the totals
@@ -239,19 +353,47 @@ def test_one_difference_of_each_kind_is_classified_exactly() -> None:
         return (f.kind, f.settlement_date, f.biller, f.acquirer, f.rrn, f.hub, f.switch, f.source)
 
     assert strip(got[FindingKind.AMOUNT_DIFFERS]) == (
-        FindingKind.AMOUNT_DIFFERS, SDATE, "100001", "600001", "000000000003", "100.00 SYP", "101.00 SYP", f"file:{FILE}#7"
+        FindingKind.AMOUNT_DIFFERS,
+        SDATE,
+        "100001",
+        "600001",
+        "000000000003",
+        "100.00 SYP",
+        "101.00 SYP",
+        f"file:{FILE}#7",
     )
     assert "differ by 1.00 SYP" in got[FindingKind.AMOUNT_DIFFERS].detail
     assert strip(got[FindingKind.SWITCH_ONLY]) == (
-        FindingKind.SWITCH_ONLY, SDATE, "100003", "600001", "000000000006", "", "600.00 SYP", f"file:{FILE}#10"
+        FindingKind.SWITCH_ONLY,
+        SDATE,
+        "100003",
+        "600001",
+        "000000000006",
+        "",
+        "600.00 SYP",
+        f"file:{FILE}#10",
     )
     assert "the hub has it declined (13)" in got[FindingKind.SWITCH_ONLY].detail
     assert strip(got[FindingKind.HUB_ONLY]) == (
-        FindingKind.HUB_ONLY, SDATE, "100002", "600001", "000000000004", "400.00 SYP", "", ""
+        FindingKind.HUB_ONLY,
+        SDATE,
+        "100002",
+        "600001",
+        "000000000004",
+        "400.00 SYP",
+        "",
+        "",
     )
     assert "not in the switch's settlement file" in got[FindingKind.HUB_ONLY].detail
     assert strip(got[FindingKind.REVERSED_ONE_SIDE]) == (
-        FindingKind.REVERSED_ONE_SIDE, SDATE, "100001", "600001", "000000000005", "", "555.00 SYP", f"file:{FILE}#9"
+        FindingKind.REVERSED_ONE_SIDE,
+        SDATE,
+        "100001",
+        "600001",
+        "000000000005",
+        "",
+        "555.00 SYP",
+        f"file:{FILE}#9",
     )
     assert "not reversed" in got[FindingKind.REVERSED_ONE_SIDE].detail
     for f in findings:
@@ -267,7 +409,13 @@ def test_hub_reversal_missing_from_the_file_is_reversed_on_one_side() -> None:
     assert matched == 1
     [f] = findings
     assert (f.kind, f.biller, f.acquirer, f.rrn, f.hub, f.switch, f.source) == (
-        FindingKind.REVERSED_ONE_SIDE, "100001", "600001", "000000000004", "400.00 SYP", "", ""
+        FindingKind.REVERSED_ONE_SIDE,
+        "100001",
+        "600001",
+        "000000000004",
+        "400.00 SYP",
+        "",
+        "",
     )
     assert "reversed by the hub only" in f.detail
 
@@ -286,7 +434,11 @@ def test_every_kind_in_one_file_exactly_once() -> None:
         line("5", "500"),
     )
     matched, findings = match_lines(
-        parse_settlement_file(data), [clean, differs, hub_only, rev_switch], [], SDATE, file_name=FILE
+        parse_settlement_file(data),
+        [clean, differs, hub_only, rev_switch],
+        [],
+        SDATE,
+        file_name=FILE,
     )
     assert matched == 2
     assert sorted((f.kind.value, f.rrn, f.hub, f.switch, f.source) for f in findings) == [
@@ -300,10 +452,17 @@ def test_every_kind_in_one_file_exactly_once() -> None:
 def test_reversal_amounts_that_differ() -> None:
     p = pay("9", 90_000, reversed_=True)
     data = csv_file(line("9", "90000"), line("9", "9000", "reversal"))
-    matched, findings = match_lines(parse_settlement_file(data), [p], [rev(p)], SDATE, file_name=FILE)
+    matched, findings = match_lines(
+        parse_settlement_file(data), [p], [rev(p)], SDATE, file_name=FILE
+    )
     assert matched == 1
     [f] = findings
-    assert (f.kind, f.hub, f.switch, f.source) == (FindingKind.AMOUNT_DIFFERS, "900.00 SYP", "90.00 SYP", f"file:{FILE}#3")
+    assert (f.kind, f.hub, f.switch, f.source) == (
+        FindingKind.AMOUNT_DIFFERS,
+        "900.00 SYP",
+        "90.00 SYP",
+        f"file:{FILE}#3",
+    )
     assert "reversal amounts differ by -810.00 SYP" in f.detail
 
 
@@ -333,8 +492,12 @@ def test_same_rrn_at_another_acquirer_is_another_payment() -> None:
 def test_a_file_that_agrees_has_no_finding() -> None:
     ps = [pay(str(i), 1_000 * i) for i in range(1, 30)]
     rs = [rev(p) for p in ps[::7]]
-    body = [line(p.key.rrn, str(p.amount)) for p in ps] + [line(r.key.rrn, str(r.amount), "reversal") for r in rs]
-    matched, findings = match_lines(parse_settlement_file(csv_file(*body)), ps, rs, SDATE, file_name=FILE)
+    body = [line(p.key.rrn, str(p.amount)) for p in ps] + [
+        line(r.key.rrn, str(r.amount), "reversal") for r in rs
+    ]
+    matched, findings = match_lines(
+        parse_settlement_file(csv_file(*body)), ps, rs, SDATE, file_name=FILE
+    )
     assert (matched, findings) == (len(ps) + len(rs), [])
 
 

@@ -22,7 +22,8 @@ letting a traceback reach a user or the wire::
     ├── JournalRefusal         the journal kept an invariant and did not write
     │   ├── KeyReversed          a reversal of this payment's key came first (6.4)
     │   ├── DateClosed           a cutover closed this payment's settlement date (6.1)
-    │   └── KeyTaken             a payment of this reversal's key was recorded meanwhile
+    │   ├── KeyTaken             a payment of this reversal's key was recorded meanwhile
+    │   └── BillTaken            another payment took a bill this one would pay
     └── SchemaTooNew           a database file written by a newer billhub
 
 Error messages never carry raw frames or field values: a frame may hold an
@@ -156,6 +157,10 @@ class DateClosed(JournalRefusal):
 
 class KeyTaken(JournalRefusal):
     """A reversal with no original found one recorded meanwhile (by another instance)."""
+
+
+class BillTaken(JournalRefusal):
+    """Another payment (on any instance) took a bill this payment would pay."""
 
 
 class SchemaTooNew(BillhubError):

@@ -102,7 +102,7 @@ def run_demo(workdir: Path) -> int:
     certs = workdir / "certs"
     if not (certs / "hub.crt").exists():
         init_dev_certs(certs, force=True)
-    for stale in ("journal.db", "journal.db-wal", "journal.db-shm", "batch-100002.db"):
+    for stale in ("journal.db", "journal.db-wal", "journal.db-shm"):
         (workdir / stale).unlink(missing_ok=True)
     shutil.rmtree(workdir / "rural-damascus", ignore_errors=True)
     inbox = workdir / "rural-damascus" / "inbox"

@@ -19,7 +19,7 @@ from typing import Any
 from billhub.app.dispatch import HubDispatcher
 from billhub.app.runtime import RandomIds, SystemClock, utc_today
 from billhub.config import Config
-from billhub.connectors.registry import ConnectorContext, build_biller
+from billhub.connectors.registry import FILE_KINDS, ConnectorContext, build_biller
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
 from billhub.journal.factory import JournalSet, build_journal, describe
@@ -179,14 +179,11 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
         log.error("biller_unauthorized", biller=code, hint="check the biller's token")
         holder[0].health.unauthorized(code)
 
-    # Batch billers keep their stores beside the SQLite journal.
     state_dir = config.journal.path.parent if config.journal.path is not None else Path.cwd()
-    ctx = ConnectorContext(state_dir, utc_today, auth_failed)
-    billers = {b.code: build_biller(b, ctx) for b in config.billers}
     obs = build_observability(
         observer or LogObserver(),
         billers=[BillerInfo(b.code, b.name, b.kind) for b in config.billers],
-        file_billers=[code for code, b in billers.items() if b.exchanges_files],
+        file_billers=[b.code for b in config.billers if b.kind in FILE_KINDS],
         rules=spec.rules,
         refusal_reasons=REFUSAL_REASONS,
         metrics=config.admin.enabled and config.admin.metrics,
@@ -194,6 +191,10 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
     )
     holder.append(obs)
     stores = build_journal(config.journal, **obs.journal_hooks())
+    # Batch billers keep their bills in the journal's database (one store for every
+    # instance on a PostgreSQL journal).
+    ctx = ConnectorContext(state_dir, utc_today, auth_failed, bills=stores.bills)
+    billers = {b.code: build_biller(b, ctx) for b in config.billers}
     routes = {
         b.code: BillerRoute(b.code, b.name, billers[b.code], b.budget_s, b.max_concurrency)
         for b in config.billers
@@ -277,9 +278,7 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
             max_in_flight=lc.max_in_flight,
         ),
     )
-    return Hub(
-        config, codec, server, stores, pipeline, resolver, day, billers, closer, obs
-    )
+    return Hub(config, codec, server, stores, pipeline, resolver, day, billers, closer, obs)
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:

@@ -27,9 +27,9 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
 
 from billhub.errors import BillhubError
+from billhub.pipeline.model import BillRow, BillStatus
 
 __all__ = [
     "BILLS_FILE_HEADER",
@@ -51,7 +51,6 @@ BILLS_FILE_HEADER: tuple[str, ...] = (
     "status",
 )
 
-BillStatus = Literal["open", "paid", "cancelled", "blocked"]
 _STATUSES: dict[str, BillStatus] = {
     "open": "open",
     "paid": "paid",
@@ -75,20 +74,6 @@ class BillsFileError(BillhubError):
         super().__init__(f"row {row}: {reason}")
         self.row = row
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class BillRow:
-    """One valid row of a bills file; ``row`` is its 1-based row number."""
-
-    row: int
-    account: str
-    customer_name: str
-    bill_id: str
-    period: str
-    due_date: date
-    amount: int
-    status: BillStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,18 @@ from billhub.config import BillerConfig
 from billhub.connectors.batch import BatchConnector
 from billhub.connectors.rest import RestConnector
 from billhub.errors import ConfigError
-from billhub.pipeline.ports import Biller
+from billhub.pipeline.ports import Biller, BillsStore
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectorContext:
-    """What connectors may need from the hub: where state lives, the date, a hook for 401s."""
+    """What connectors may need from the hub: where state lives, the date, a hook for
+    401s, and the store of the bills the hub keeps itself (batch billers)."""
 
     state_dir: Path
     today: Callable[[], date]
     on_auth_failure: Callable[[str], None] = lambda _: None
+    bills: BillsStore | None = None
 
 
 def _rest(b: BillerConfig, ctx: ConnectorContext) -> Biller | None:
@@ -41,10 +43,23 @@ def _rest(b: BillerConfig, ctx: ConnectorContext) -> Biller | None:
 
 
 def _batch(b: BillerConfig, ctx: ConnectorContext) -> Biller | None:
-    if b.batch is None:
+    if b.batch is None or ctx.bills is None:
         return None
-    return BatchConnector(b.code, b.batch, ctx.state_dir, today=ctx.today)
+    legacy = ctx.state_dir / f"batch-{b.code}.db"
+    if legacy.exists():
+        # An earlier billhub kept this biller's bills in a file of its own; they are in
+        # the journal now. Starting without it would offer bills its payments took.
+        raise ConfigError(
+            f"billers[{b.code}]",
+            f"{legacy} is a bills store of an earlier billhub; see docs/configuration.md "
+            "\"Batch billers' bills\" to move to the journal's store",
+        )
+    return BatchConnector(b.code, b.batch, ctx.bills, today=ctx.today)
 
+
+#: The kinds whose connectors exchange files with their companies (for the metrics,
+#: which are set up before the journal and the connectors exist).
+FILE_KINDS = frozenset({"batch"})
 
 KINDS: dict[str, Callable[[BillerConfig, ConnectorContext], Biller | None]] = {
     "rest": _rest,

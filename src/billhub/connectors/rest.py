@@ -187,6 +187,10 @@ class RestConnector:
             raise _outside("status")
         return _identifier(obj.get("receipt"), "receipt")
 
+    def bills_taken(self, payment_id: str) -> tuple[str, ...]:
+        """None: the company's system keeps its own bills."""
+        return ()
+
     async def cancel_payment(self, payment_id: str) -> None:
         """DELETE /payments/{payment_id}; idempotent; ``unknown_payment`` if never posted."""
         url = f"{self._base}/payments/{_payment_id(payment_id)}"

@@ -4,7 +4,8 @@ Everything else (the hub, clearing, the operators' commands, later the web
 service) asks :func:`build_journal` and names only the ports it gets back:
 :class:`~billhub.pipeline.ports.Journal` for the pipeline and the resolver,
 :class:`~billhub.settlement.ports.SettlementStore` for clearing,
-:class:`~billhub.pipeline.ports.JournalReader` for the operators. Adding a
+:class:`~billhub.pipeline.ports.JournalReader` for the operators,
+:class:`~billhub.pipeline.ports.BillsStore` for the batch billers. Adding a
 journal kind is a new adapter and a branch here, nothing else.
 """
 
@@ -16,11 +17,12 @@ from typing import Any
 
 from billhub.config import JournalConfig
 from billhub.errors import ConfigError
+from billhub.journal.bills import PgBillsStore, SqliteBillsStore
 from billhub.journal.postgres import PgJournal
 from billhub.journal.settlement_sql import SqlSettlementStore
 from billhub.journal.sqlite import SqliteJournal
 from billhub.journal.sqlite_db import WriteHealth
-from billhub.pipeline.ports import Journal, JournalReader
+from billhub.pipeline.ports import BillsStore, Journal, JournalReader
 from billhub.settlement.ports import SettlementStore
 
 
@@ -31,6 +33,7 @@ class JournalSet:
     journal: Journal
     settlement: SettlementStore
     reader: JournalReader
+    bills: BillsStore
     #: Where the journal is, for logs and messages (a path, never a DSN).
     where: str
     _owner: Any
@@ -74,8 +77,9 @@ def build_journal(
             clock=clock,
             instance=instance or "",
         )
+        bills = SqliteBillsStore(journal.db, journal.next_seq)
         return JournalSet(
-            journal, SqlSettlementStore(journal.db), journal, describe(config), journal
+            journal, SqlSettlementStore(journal.db), journal, bills, describe(config), journal
         )
     if config.kind == "postgresql":
         if config.dsn is None:
@@ -88,5 +92,7 @@ def build_journal(
             clock=clock,
             read_only=read_only,
         )
-        return JournalSet(pg, SqlSettlementStore(pg.db), pg, describe(config), pg)
+        return JournalSet(
+            pg, SqlSettlementStore(pg.db), pg, PgBillsStore(pg.db), describe(config), pg
+        )
     raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available')

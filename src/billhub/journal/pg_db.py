@@ -277,6 +277,21 @@ class PgDatabase:
         ) as exc:
             raise JournalError(f"journal write failed: {_reason(exc)}") from None
 
+    async def with_connection(self, op: PgOp) -> Any:
+        """Run ``op(conn)`` on a pooled connection of its own, outside group commit
+        (a read that needs one snapshot for several statements)."""
+        pool = self._ready()
+        try:
+            async with pool.acquire() as conn:
+                return await op(conn)
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.exceptions.InterfaceError,
+            TimeoutError,
+        ) as exc:
+            raise JournalError(f"journal read failed: {_reason(exc)}") from None
+
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """A query written with ``?`` placeholders (the SQL shared with SQLite)."""
         return list(await self.fetch(numbered(sql), *params))

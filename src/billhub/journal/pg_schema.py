@@ -212,4 +212,61 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
             $fn$""",
         ],
     ),
+    (
+        3,
+        "the batch billers' stores: bills files, bills, account names, bills taken by payments",
+        [
+            """CREATE TABLE bills_files (
+                file_id BIGSERIAL PRIMARY KEY,
+                biller TEXT NOT NULL,
+                name TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                file_order TEXT NOT NULL,
+                row_count BIGINT NOT NULL,
+                loaded_on TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                UNIQUE (biller, name),
+                UNIQUE (biller, sha256)
+            )""",
+            """CREATE TABLE bills (
+                biller TEXT NOT NULL,
+                bill_id TEXT NOT NULL,
+                account TEXT NOT NULL,
+                customer_name TEXT NOT NULL,
+                period TEXT NOT NULL,
+                due_date TEXT NOT NULL,
+                amount BIGINT NOT NULL CHECK (amount >= 0),
+                status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'cancelled', 'blocked')),
+                file_order TEXT NOT NULL,
+                row_no BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                PRIMARY KEY (biller, bill_id)
+            )""",
+            "CREATE INDEX bills_status ON bills (biller, status)",
+            "CREATE INDEX bills_seq ON bills (biller, seq)",
+            """CREATE TABLE bill_accounts (
+                biller TEXT NOT NULL,
+                account TEXT NOT NULL,
+                customer_name TEXT NOT NULL,
+                name_order TEXT NOT NULL,
+                PRIMARY KEY (biller, account)
+            )""",
+            """CREATE TABLE bill_claims (
+                biller TEXT NOT NULL,
+                bill_id TEXT NOT NULL,
+                payment_id TEXT NOT NULL,
+                active INTEGER NOT NULL,
+                seq BIGINT NOT NULL,
+                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                PRIMARY KEY (biller, bill_id)
+            )""",
+            "CREATE INDEX bill_claims_payment ON bill_claims (biller, payment_id)",
+            "CREATE INDEX bill_claims_seq ON bill_claims (biller, seq)",
+            "CREATE INDEX bills_xid ON bills (biller, xid)",
+            "CREATE INDEX bill_claims_xid ON bill_claims (biller, xid)",
+            "CREATE SEQUENCE bills_seq_numbers",
+        ],
+    ),
 ]

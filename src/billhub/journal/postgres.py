@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from billhub.errors import DateClosed, JournalError, KeyReversed, KeyTaken
+from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
+from billhub.journal.bills import CLAIM_BILL, RELEASE_BILLS, sql_for
 from billhub.journal.pg_db import PgConn, PgDatabase, rows_changed
 from billhub.journal.pg_schema import PG_MIGRATIONS
 from billhub.journal.sqlite_db import WriteHealth
@@ -54,6 +55,13 @@ _INSERT_TASK = (
     "not_before_final, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING task_id"
 )
 _OPEN_DATE_STATES = frozenset({PaymentState.POSTING, PaymentState.APPROVED})
+# PostgreSQL orders the batch stores' changes by transaction id, not by seq (0 here).
+_CLAIM = sql_for(CLAIM_BILL, postgres=True)
+_RELEASE = sql_for(RELEASE_BILLS, postgres=True)
+
+
+class _Taken(Exception):
+    """A bill of the payment was taken: roll the savepoint back."""
 
 
 def _answer_params(r: PaymentRecord) -> tuple[Any, ...]:
@@ -110,7 +118,21 @@ class PgJournal:
         params = (*c.payment_params(record), self.instance, check_date)
 
         async def op(conn: PgConn) -> str:
-            outcome: str = await conn.fetchval(_INSERT_PAYMENT, *params)
+            if not record.claims:
+                outcome: str = await conn.fetchval(_INSERT_PAYMENT, *params)
+                return outcome
+            try:
+                async with conn.transaction():  # a savepoint: the payment and its bills, or none
+                    outcome = await conn.fetchval(_INSERT_PAYMENT, *params)
+                    if outcome == "created":
+                        for bill_id in record.claims:
+                            status = await conn.execute(
+                                _CLAIM, record.biller, bill_id, record.payment_id, 0
+                            )
+                            if rows_changed(status) != 1:
+                                raise _Taken
+            except _Taken:
+                return "bill_taken"
             return outcome
 
         outcome = await self.db.submit(op)
@@ -120,6 +142,8 @@ class PgJournal:
             raise KeyReversed("a reversal of this key came first")
         if outcome == "closed":
             raise DateClosed(f"settlement date {record.settlement_date} is closed")
+        if outcome == "bill_taken":
+            raise BillTaken("another payment took a bill this one would pay")
         existing = await self.get_payment(record.key)
         if existing is None:  # pragma: no cover - a row of this key cannot vanish
             raise JournalError("a payment of this key exists but cannot be read")
@@ -227,6 +251,8 @@ class PgJournal:
                 )
                 if rows_changed(status) != 1:
                     raise JournalError("reversal of a payment that is not approved or reversed")
+                # The bills it took at the hub's own store are open again.
+                await conn.execute(_RELEASE, 0, reversal.biller, reversal.payment_id)
             if task is not None:
                 await self._insert_task(conn, task)
             return "ok"

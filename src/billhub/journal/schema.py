@@ -137,4 +137,55 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "which hub instance wrote each payment: recovery takes only those of instances gone",
         ["ALTER TABLE payments ADD COLUMN instance TEXT"],
     ),
+    (
+        4,
+        "the batch billers' stores: bills files, bills, account names, bills taken by payments",
+        [
+            """CREATE TABLE bills_files (
+                file_id INTEGER PRIMARY KEY,
+                biller TEXT NOT NULL,
+                name TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                file_order TEXT NOT NULL,
+                row_count BIGINT NOT NULL,
+                loaded_on TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                UNIQUE (biller, name),
+                UNIQUE (biller, sha256)
+            )""",
+            """CREATE TABLE bills (
+                biller TEXT NOT NULL,
+                bill_id TEXT NOT NULL,
+                account TEXT NOT NULL,
+                customer_name TEXT NOT NULL,
+                period TEXT NOT NULL,
+                due_date TEXT NOT NULL,
+                amount BIGINT NOT NULL CHECK (amount >= 0),
+                status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'cancelled', 'blocked')),
+                file_order TEXT NOT NULL,
+                row_no BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                PRIMARY KEY (biller, bill_id)
+            )""",
+            "CREATE INDEX bills_status ON bills (biller, status)",
+            "CREATE INDEX bills_seq ON bills (biller, seq)",
+            """CREATE TABLE bill_accounts (
+                biller TEXT NOT NULL,
+                account TEXT NOT NULL,
+                customer_name TEXT NOT NULL,
+                name_order TEXT NOT NULL,
+                PRIMARY KEY (biller, account)
+            )""",
+            """CREATE TABLE bill_claims (
+                biller TEXT NOT NULL,
+                bill_id TEXT NOT NULL,
+                payment_id TEXT NOT NULL,
+                active INTEGER NOT NULL,
+                seq BIGINT NOT NULL,
+                PRIMARY KEY (biller, bill_id)
+            )""",
+            "CREATE INDEX bill_claims_payment ON bill_claims (biller, payment_id)",
+            "CREATE INDEX bill_claims_seq ON bill_claims (biller, seq)",
+        ],
+    ),
 ]

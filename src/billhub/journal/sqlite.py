@@ -14,9 +14,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from billhub.errors import DateClosed, JournalError, KeyReversed, KeyTaken
+from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
+from billhub.journal.bills import CLAIM_BILL, RELEASE_BILLS, sql_for
 from billhub.journal.schema import MIGRATIONS
 from billhub.journal.sqlite_db import WAL_LIMIT_BYTES, SqliteDatabase, WriteHealth
 from billhub.pipeline.model import (
@@ -40,7 +41,9 @@ _INSERT_PAYMENT = (
 _SELECT_BY_KEY = f"{_SELECT_PAYMENT} WHERE acquirer=? AND rrn=? AND settlement_mmdd=?"
 #: States whose insert a closed settlement date refuses (a decline is always recorded).
 _OPEN_DATE_STATES = frozenset({PaymentState.POSTING, PaymentState.APPROVED})
-_REVERSED, _CLOSED, _TAKEN = "reversed", "closed", "taken"
+_REVERSED, _CLOSED, _TAKEN, _BILL_TAKEN = "reversed", "closed", "taken", "bill_taken"
+_CLAIM = sql_for(CLAIM_BILL, postgres=False)
+_RELEASE = sql_for(RELEASE_BILLS, postgres=False)
 
 
 class SqliteJournal:
@@ -85,7 +88,8 @@ class SqliteJournal:
     def _load(self, conn: sqlite3.Connection) -> None:
         row = conn.execute(
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM payments "
-            "UNION ALL SELECT max(seq) FROM reversals)"
+            "UNION ALL SELECT max(seq) FROM reversals UNION ALL SELECT max(seq) FROM bills_files "
+            "UNION ALL SELECT max(seq) FROM bills UNION ALL SELECT max(seq) FROM bill_claims)"
         ).fetchone()
         self._seq = int(row[0] or 0)
         self._tombstones = {
@@ -101,7 +105,7 @@ class SqliteJournal:
     def schema_version(self) -> int:
         return self.db.schema_version()
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
         # Only ever called on the writer thread, so no lock is needed.
         self._seq += 1
         return self._seq
@@ -124,9 +128,15 @@ class SqliteJournal:
                 closed = conn.execute("SELECT max(new_date) FROM cutovers").fetchone()[0]
                 if closed is not None and c.day(record.settlement_date) < closed:
                     return _CLOSED
+            if record.claims:
+                conn.execute("SAVEPOINT claims")
             cur = conn.execute(_INSERT_PAYMENT, self._insert_params(record))
             if cur.rowcount == 1:
+                if record.claims and not self._claim(conn, record):
+                    return _BILL_TAKEN
                 return record, True
+            if record.claims:
+                conn.execute("RELEASE claims")
             row = conn.execute(_SELECT_BY_KEY, (k.acquirer, k.rrn, k.settlement_mmdd))
             return c.payment_from_row(row.fetchone()), False
 
@@ -135,11 +145,25 @@ class SqliteJournal:
             raise KeyReversed("a reversal of this key came first")
         if result == _CLOSED:
             raise DateClosed(f"settlement date {record.settlement_date} is closed")
+        if result == _BILL_TAKEN:
+            raise BillTaken("another payment took a bill this one would pay")
         assert not isinstance(result, str)
         return result
 
+    def _claim(self, conn: sqlite3.Connection, record: PaymentRecord) -> bool:
+        """Take the payment's bills at the hub's own store, all or none: a bill another
+        payment holds rolls the payment back too (to the savepoint before its insert)."""
+        for bill_id in record.claims:
+            cur = conn.execute(_CLAIM, (record.biller, bill_id, record.payment_id, self.next_seq()))
+            if cur.rowcount != 1:
+                conn.execute("ROLLBACK TO claims")
+                conn.execute("RELEASE claims")
+                return False
+        conn.execute("RELEASE claims")
+        return True
+
     def _insert_params(self, record: PaymentRecord) -> tuple[Any, ...]:
-        return (*c.payment_params(record), self._next_seq(), self.instance)
+        return (*c.payment_params(record), self.next_seq(), self.instance)
 
     async def finish_payment(
         self, record: PaymentRecord, *, task: ResolverTask | None = None
@@ -227,7 +251,7 @@ class SqliteJournal:
             conn.execute(
                 f"INSERT INTO reversals ({c.REVERSAL_COLUMNS}, seq) VALUES "
                 f"({', '.join('?' * 11)}, ?)",
-                (*c.reversal_params(reversal), self._next_seq()),
+                (*c.reversal_params(reversal), self.next_seq()),
             )
             if reversal.payment_id is not None and reversal.response_code == rc.APPROVED:
                 cur = conn.execute(
@@ -236,6 +260,8 @@ class SqliteJournal:
                 )
                 if cur.rowcount != 1:
                     raise JournalError("reversal of a payment that is not approved or reversed")
+                # The bills it took at the hub's own store are open again.
+                conn.execute(_RELEASE, (self.next_seq(), reversal.biller, reversal.payment_id))
             if task is not None:
                 self._insert_task(conn, task)
             return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 
 class AccountStatus(StrEnum):
@@ -129,6 +130,9 @@ class PaymentRecord:
     answered_at: datetime | None = None
     reversed: bool = False
     resolution: Resolution | None = None
+    #: The bills this payment took at the hub's own store (a batch biller), written
+    #: with it in one commit so that no two payments, on any instance, take one bill.
+    claims: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -210,3 +214,79 @@ class DayFile:
     biller: str
     settlement_date: date
     path: Path
+
+
+BillStatus = Literal["open", "paid", "cancelled", "blocked"]
+
+
+@dataclass(frozen=True, slots=True)
+class BillRow:
+    """One row of a batch biller's bills file; ``row`` is its 1-based row number."""
+
+    row: int
+    account: str
+    customer_name: str
+    bill_id: str
+    period: str
+    due_date: date
+    amount: int
+    status: BillStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBill:
+    """A bill as the hub's own store holds it: the row that set it last, and from which
+    file (``order``: file order, row number; a later file supersedes an earlier)."""
+
+    bill_id: str
+    account: str
+    customer_name: str
+    period: str
+    due_date: date
+    amount: int
+    status: BillStatus
+    order: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FileLoad:
+    """What loading a bills file did: ``duplicate_of`` names the file already loaded with
+    this name or these bytes (then nothing changed); ``stale``: rows a newer file had set
+    already; ``conflicts``: bills a payment took that the file tried to reopen."""
+
+    duplicate_of: str | None = None
+    stale: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Which payment holds a bill at the hub's own store (``active`` False: released)."""
+
+    bill_id: str
+    payment_id: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BillsView:
+    """What a batch biller keeps in memory, from its store: every account's name, the
+    bills that may still be paid (open or blocked, not taken), and the position in the
+    store's change feed after which :meth:`~billhub.pipeline.ports.BillsStore.changes`
+    continues."""
+
+    names: tuple[tuple[str, str, tuple[str, int]], ...]  # (account, name, order)
+    bills: tuple[StoredBill, ...]
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class BillsChanges:
+    """What changed in a store since a cursor: bills set by files loaded since (any
+    status), bills taken or released by payments since, the claims of the bills set
+    (so a bill a payment holds stays taken whatever a file says), and the cursor to
+    continue from."""
+
+    bills: tuple[StoredBill, ...]
+    claims: tuple[Claim, ...]
+    cursor: int

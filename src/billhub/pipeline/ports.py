@@ -16,7 +16,12 @@ from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
 from billhub.pipeline.model import (
     AccountBills,
+    BillRow,
+    BillsChanges,
+    BillsView,
+    Claim,
     DayFile,
+    FileLoad,
     InboxFile,
     PaymentKey,
     PaymentOrder,
@@ -96,8 +101,8 @@ class Biller(Protocol):
     exchanges_files: bool
 
     async def start(self, ledger: PaymentsLedger) -> None:
-        """Before traffic: open what the connector keeps, and learn from the journal
-        what it must hold (the hub's own store re-marks the bills of held payments)."""
+        """Before traffic: open what the connector keeps (the hub's own store builds
+        its index of the bills no payment holds)."""
         ...
 
     async def poll(self) -> Sequence[InboxFile]:
@@ -113,6 +118,12 @@ class Biller(Protocol):
 
     async def post_payment(self, order: PaymentOrder) -> str:
         """Post; returns the receipt. Idempotent on ``order.payment_id``."""
+        ...
+
+    def bills_taken(self, payment_id: str) -> tuple[str, ...]:
+        """The bills of the hub's own store that :meth:`post_payment` took for this
+        payment, which the journal writes with it (refusing a bill another payment
+        holds); empty for a biller that keeps its own bills."""
         ...
 
     async def cancel_payment(self, payment_id: str) -> None:
@@ -260,6 +271,40 @@ class JournalReader(Protocol):
 
     async def payments(self, *, biller: str | None = None) -> list[PaymentRecord]:
         """Every payment (optionally of one biller), oldest first: tests and the demo."""
+        ...
+
+
+class BillsStore(Protocol):
+    """A batch biller's bills, in the journal's database (BILLERS.md section 3).
+
+    Bills files are loaded here once (whichever hub instance sees a file first);
+    which bills payments took is written by the journal with the payments
+    themselves (:attr:`~billhub.pipeline.model.PaymentRecord.claims`). Every
+    instance, and the web service, keeps a view in memory and follows the
+    store's change feed, so all of them answer from the same store.
+    """
+
+    async def load_file(
+        self,
+        biller: str,
+        *,
+        name: str,
+        sha256: str,
+        file_order: str,
+        rows: Sequence[BillRow],
+        loaded_on: date,
+    ) -> FileLoad:
+        """Load a whole file in one transaction, or nothing if its name or bytes were
+        loaded before. A row applies unless a newer file (by ``file_order``) set its
+        bill already."""
+        ...
+
+    async def view(self, biller: str) -> BillsView: ...
+
+    async def changes(self, biller: str, cursor: int) -> BillsChanges: ...
+
+    async def claims_of(self, biller: str, payment_id: str) -> list[Claim]:
+        """The bills a payment took (or took and released), by its hub payment id."""
         ...
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from billhub.errors import (
     BillerError,
     BillerRejected,
     BillerTimeout,
+    BillTaken,
     DateClosed,
     JournalError,
     JournalRefusal,
@@ -243,7 +244,12 @@ class Pipeline:
         return await self._post(request, route, stored, remaining)
 
     async def _post_local(
-        self, request: Message, route: BillerRoute, record: PaymentRecord
+        self,
+        request: Message,
+        route: BillerRoute,
+        record: PaymentRecord,
+        *,
+        retried: bool = False,
     ) -> Message:
         """The hub's own store: post in memory first, then one durable write.
 
@@ -269,10 +275,20 @@ class Pipeline:
             self._observe(route.code, "post_payment", t0, "ok")
             posted = True
             self._approve(record, route, receipt)
+            record.claims = route.biller.bills_taken(record.payment_id)
         try:
             stored, created = await self.journal.insert_payment(record)
         except (JournalRefusal, JournalError) as exc:
             await self._undo_local(route, record, posted)
+            if isinstance(exc, BillTaken):
+                # Another instance's payment took a bill first; the store now says
+                # so (the cancel followed it), and the payment is decided again.
+                if not retried:
+                    again = _fresh(record, self.ids.payment_id())
+                    return await self._post_local(request, route, again, retried=True)
+                return await self._refused(
+                    request, _fresh(record, record.payment_id), rc.NOTHING_DUE
+                )
             if isinstance(exc, KeyReversed):
                 return await self._refused(request, record, rc.NO_ORIGINAL)
             if isinstance(exc, DateClosed):
@@ -529,6 +545,23 @@ class Pipeline:
             with contextlib.suppress(BillerError):
                 await route.biller.cancel_payment(payment.payment_id)
         return d.decline(self.rules, request, rc.APPROVED)
+
+
+def _fresh(record: PaymentRecord, payment_id: str) -> PaymentRecord:
+    """The payment as received, before any answer was decided for it, under a new
+    payment id (the first one's posting was cancelled)."""
+    return replace(
+        record,
+        payment_id=payment_id,
+        state=PaymentState.POSTING,
+        response_code=None,
+        approval_code=None,
+        answer_de48=None,
+        receipt=None,
+        customer_name=None,
+        answered_at=None,
+        claims=(),
+    )
 
 
 def _outcome(exc: BaseException) -> str:

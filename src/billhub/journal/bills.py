@@ -1,0 +1,339 @@
+"""The batch billers' stores in the journal's database (the ``BillsStore`` port).
+
+Bills files, the bills they set, every account's latest name, and which bills
+payments took (``bill_claims``, written by the journal with each payment, so a
+bill is taken once whatever instance took it). Every change carries a position
+in a change feed, so that each instance and the web service can follow the
+store from its view in memory:
+
+- SQLite: one process writes, through one thread; the position is the journal's
+  own counter (``seq``), and everything below it is visible.
+- PostgreSQL: several instances write at once, and a row may become visible
+  after a row written later; the position is the transaction id (``xid``) of the
+  writer, and a reader continues from the oldest transaction still running when
+  it last read (the snapshot's ``xmin``). Rows may so be read twice; applying
+  them is idempotent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+from billhub.journal.codec import Row
+from billhub.journal.pg_db import PgConn, PgDatabase, numbered
+from billhub.journal.sqlite_db import SqliteDatabase
+from billhub.pipeline.model import (
+    BillRow,
+    BillsChanges,
+    BillStatus,
+    BillsView,
+    Claim,
+    FileLoad,
+    StoredBill,
+)
+
+_BILL_COLUMNS = (
+    "bill_id, account, customer_name, period, due_date, amount, status, file_order, row_no"
+)
+_DUPLICATE = (
+    "SELECT name FROM bills_files WHERE biller = ? AND (name = ? OR sha256 = ?) "
+    "ORDER BY file_id LIMIT 1"
+)
+_INSERT_FILE = (
+    "INSERT INTO bills_files (biller, name, sha256, file_order, row_count, loaded_on, seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_BILL = (
+    "INSERT INTO bills (biller, bill_id, account, customer_name, period, due_date, amount, "
+    "status, file_order, row_no, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (biller, bill_id) DO UPDATE SET account = excluded.account, "
+    "customer_name = excluded.customer_name, period = excluded.period, "
+    "due_date = excluded.due_date, amount = excluded.amount, status = excluded.status, "
+    "file_order = excluded.file_order, row_no = excluded.row_no, seq = excluded.seq{XID} "
+    "WHERE excluded.file_order >= bills.file_order"
+)
+_UPSERT_NAME = (
+    "INSERT INTO bill_accounts (biller, account, customer_name, name_order) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (biller, account) DO UPDATE SET customer_name = excluded.customer_name, "
+    "name_order = excluded.name_order WHERE excluded.name_order >= bill_accounts.name_order"
+)
+_APPLIED = "SELECT bill_id FROM bills WHERE biller = ? AND seq = ?"
+_CONFLICTS = (
+    "SELECT b.bill_id FROM bills b JOIN bill_claims k ON k.biller = b.biller "
+    "AND k.bill_id = b.bill_id WHERE b.biller = ? AND b.seq = ? AND k.active = 1 "
+    "AND b.status <> 'paid' ORDER BY b.bill_id"
+)
+_VIEW_NAMES = "SELECT account, customer_name, name_order FROM bill_accounts WHERE biller = ?"
+_VIEW_BILLS = (
+    f"SELECT {_BILL_COLUMNS} FROM bills b WHERE b.biller = ? AND b.status IN ('open', 'blocked') "
+    "AND NOT EXISTS (SELECT 1 FROM bill_claims k WHERE k.biller = b.biller "
+    "AND k.bill_id = b.bill_id AND k.active = 1)"
+)
+_CLAIMS_OF = (
+    "SELECT bill_id, payment_id, active FROM bill_claims WHERE biller = ? AND payment_id = ?"
+)
+
+#: Claims of a payment's bills, as the journals write them with the payment.
+CLAIM_BILL = (
+    "INSERT INTO bill_claims (biller, bill_id, payment_id, active, seq) VALUES (?, ?, ?, 1, ?) "
+    "ON CONFLICT (biller, bill_id) DO UPDATE SET payment_id = excluded.payment_id, active = 1, "
+    "seq = excluded.seq{XID} WHERE bill_claims.active = 0 "
+    "OR bill_claims.payment_id = excluded.payment_id"
+)
+RELEASE_BILLS = (
+    "UPDATE bill_claims SET active = 0, seq = ?{XID} WHERE biller = ? AND payment_id = ? "
+    "AND active = 1"
+)
+_PG_XID = ", xid = pg_current_xact_id()"
+
+
+def sql_for(template: str, *, postgres: bool) -> str:
+    """A statement of this module for SQLite (``?``) or PostgreSQL (``$n``, with xid)."""
+    if postgres:
+        return numbered(template.replace("{XID}", _PG_XID))
+    return template.replace("{XID}", "")
+
+
+def _bill(biller: str, r: BillRow, order: str, seq: int) -> tuple[Any, ...]:
+    return (
+        biller,
+        r.bill_id,
+        r.account,
+        r.customer_name,
+        r.period,
+        r.due_date.isoformat(),
+        r.amount,
+        r.status,
+        order,
+        r.row,
+        seq,
+    )
+
+
+def _names(biller: str, rows: Sequence[BillRow], order: str) -> list[tuple[Any, ...]]:
+    """Each account's name as the file's last row for it says, with its order."""
+    last: dict[str, BillRow] = {}
+    for r in rows:
+        last[r.account] = r
+    return [(biller, a, r.customer_name, _name_order(order, r.row)) for a, r in last.items()]
+
+
+def _name_order(file_order: str, row: int) -> str:
+    return f"{file_order}:{row:09d}"
+
+
+def _order(name_order: str) -> tuple[str, int]:
+    file_order, _, row = name_order.rpartition(":")
+    return file_order, int(row)
+
+
+def stored_bill(r: Row) -> StoredBill:
+    status: BillStatus = r[6]
+    return StoredBill(
+        r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), int(r[5]), status, (r[7], int(r[8]))
+    )
+
+
+def _view(names: Sequence[Row], bills: Sequence[Row], cursor: int) -> BillsView:
+    return BillsView(
+        tuple((n[0], n[1], _order(n[2])) for n in names),
+        tuple(stored_bill(b) for b in bills),
+        cursor,
+    )
+
+
+def _load_result(
+    duplicate: str | None, rows: Sequence[BillRow], applied: set[str], conflicts: Sequence[str]
+) -> FileLoad:
+    if duplicate is not None:
+        return FileLoad(duplicate_of=duplicate)
+    stale = tuple(r.bill_id for r in rows if r.bill_id not in applied)
+    return FileLoad(stale=stale, conflicts=tuple(conflicts))
+
+
+def _sqlite_cursor(conn: sqlite3.Connection, biller: str) -> int:
+    """The last position of a biller's store, read in the same transaction as the rows
+    (so a read-only reader, such as the web service, follows the writer's counter)."""
+    row = conn.execute(
+        "SELECT max(s) FROM (SELECT max(seq) AS s FROM bills WHERE biller = ? "
+        "UNION ALL SELECT max(seq) FROM bill_claims WHERE biller = ?)",
+        (biller, biller),
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+class SqliteBillsStore:
+    """The batch billers' stores in the SQLite journal's file, on its writer thread."""
+
+    def __init__(self, db: SqliteDatabase, next_seq: Callable[[], int]) -> None:
+        self.db = db
+        self._next_seq = next_seq  # the journal's counter: on the writer thread only
+
+    async def load_file(
+        self,
+        biller: str,
+        *,
+        name: str,
+        sha256: str,
+        file_order: str,
+        rows: Sequence[BillRow],
+        loaded_on: date,
+    ) -> FileLoad:
+        def op(conn: sqlite3.Connection) -> FileLoad:
+            seen = conn.execute(_DUPLICATE, (biller, name, sha256)).fetchone()
+            if seen is not None:
+                return FileLoad(duplicate_of=seen[0])
+            seq = self._next_seq()
+            conn.execute(
+                _INSERT_FILE,
+                (biller, name, sha256, file_order, len(rows), loaded_on.isoformat(), seq),
+            )
+            conn.executemany(
+                sql_for(_UPSERT_BILL, postgres=False),
+                [_bill(biller, r, file_order, seq) for r in rows],
+            )
+            conn.executemany(_UPSERT_NAME, _names(biller, rows, file_order))
+            applied = {r[0] for r in conn.execute(_APPLIED, (biller, seq))}
+            conflicts = [r[0] for r in conn.execute(_CONFLICTS, (biller, seq))]
+            return _load_result(None, rows, applied, conflicts)
+
+        result: FileLoad = await self.db.submit(op)
+        return result
+
+    async def view(self, biller: str) -> BillsView:
+        def op(conn: sqlite3.Connection) -> BillsView:
+            cursor = _sqlite_cursor(conn, biller)
+            names = conn.execute(_VIEW_NAMES, (biller,)).fetchall()
+            bills = conn.execute(_VIEW_BILLS, (biller,)).fetchall()
+            return _view(names, bills, cursor)
+
+        result: BillsView = await self.db.submit(op)
+        return result
+
+    async def changes(self, biller: str, cursor: int) -> BillsChanges:
+        def op(conn: sqlite3.Connection) -> BillsChanges:
+            now = _sqlite_cursor(conn, biller)
+            bills = conn.execute(
+                f"SELECT {_BILL_COLUMNS} FROM bills WHERE biller = ? AND seq > ? "
+                f"UNION SELECT {', '.join('b.' + x for x in _BILL_COLUMNS.split(', '))} "
+                "FROM bills b JOIN bill_claims k ON k.biller = b.biller AND k.bill_id = b.bill_id "
+                "WHERE k.biller = ? AND k.seq > ? AND k.active = 0",
+                (biller, cursor, biller, cursor),
+            ).fetchall()
+            claims = conn.execute(
+                "SELECT bill_id, payment_id, active FROM bill_claims k WHERE biller = ? "
+                "AND (seq > ? OR EXISTS (SELECT 1 FROM bills b WHERE b.biller = k.biller "
+                "AND b.bill_id = k.bill_id AND b.seq > ?))",
+                (biller, cursor, cursor),
+            ).fetchall()
+            return BillsChanges(
+                tuple(stored_bill(b) for b in bills),
+                tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
+                now,
+            )
+
+        result: BillsChanges = await self.db.submit(op)
+        return result
+
+    async def claims_of(self, biller: str, payment_id: str) -> list[Claim]:
+        rows = await self.db.read(_CLAIMS_OF, (biller, payment_id))
+        return [Claim(r[0], r[1], bool(r[2])) for r in rows]
+
+
+class PgBillsStore:
+    """The batch billers' stores in the PostgreSQL journal, shared by every instance."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    async def load_file(
+        self,
+        biller: str,
+        *,
+        name: str,
+        sha256: str,
+        file_order: str,
+        rows: Sequence[BillRow],
+        loaded_on: date,
+    ) -> FileLoad:
+        async def op(conn: PgConn) -> FileLoad:
+            # One load of a biller's files at a time, on every instance: the second to
+            # come finds the first's file and is a duplicate.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", biller)
+            seen = await conn.fetchval(numbered(_DUPLICATE), biller, name, sha256)
+            if seen is not None:
+                return FileLoad(duplicate_of=str(seen))
+            seq = int(await conn.fetchval("SELECT nextval('bills_seq_numbers')"))
+            await conn.execute(
+                numbered(_INSERT_FILE),
+                biller,
+                name,
+                sha256,
+                file_order,
+                len(rows),
+                loaded_on.isoformat(),
+                seq,
+            )
+            await conn.executemany(
+                sql_for(_UPSERT_BILL, postgres=True),
+                [_bill(biller, r, file_order, seq) for r in rows],
+            )
+            await conn.executemany(numbered(_UPSERT_NAME), _names(biller, rows, file_order))
+            applied = {r[0] for r in await conn.fetch(numbered(_APPLIED), biller, seq)}
+            conflicts = [r[0] for r in await conn.fetch(numbered(_CONFLICTS), biller, seq)]
+            return _load_result(None, rows, applied, conflicts)
+
+        result: FileLoad = await self.db.submit(op)
+        return result
+
+    async def view(self, biller: str) -> BillsView:
+        async def op(conn: PgConn) -> BillsView:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                cursor = int(await conn.fetchval(_XMIN))
+                names = await conn.fetch(numbered(_VIEW_NAMES), biller)
+                bills = await conn.fetch(numbered(_VIEW_BILLS), biller)
+            return _view(names, bills, cursor)
+
+        view: BillsView = await self.db.with_connection(op)
+        return view
+
+    async def changes(self, biller: str, cursor: int) -> BillsChanges:
+        async def op(conn: PgConn) -> BillsChanges:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                now = int(await conn.fetchval(_XMIN))
+                bills = await conn.fetch(
+                    f"SELECT {_BILL_COLUMNS} FROM bills WHERE biller = $1 "
+                    "AND xid >= $2::text::xid8 "
+                    f"UNION SELECT {', '.join('b.' + x for x in _BILL_COLUMNS.split(', '))} "
+                    "FROM bills b JOIN bill_claims k ON k.biller = b.biller "
+                    "AND k.bill_id = b.bill_id WHERE k.biller = $1 "
+                    "AND k.xid >= $2::text::xid8 AND k.active = 0",
+                    biller,
+                    str(cursor),
+                )
+                claims = await conn.fetch(
+                    "SELECT bill_id, payment_id, active FROM bill_claims k WHERE biller = $1 "
+                    "AND (xid >= $2::text::xid8 OR EXISTS (SELECT 1 FROM bills b "
+                    "WHERE b.biller = k.biller AND b.bill_id = k.bill_id "
+                    "AND b.xid >= $2::text::xid8))",
+                    biller,
+                    str(cursor),
+                )
+            return BillsChanges(
+                tuple(stored_bill(b) for b in bills),
+                tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
+                now,
+            )
+
+        changed: BillsChanges = await self.db.with_connection(op)
+        return changed
+
+    async def claims_of(self, biller: str, payment_id: str) -> list[Claim]:
+        rows = await self.db.fetch(numbered(_CLAIMS_OF), biller, payment_id)
+        return [Claim(r[0], r[1], bool(r[2])) for r in rows]
+
+
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
