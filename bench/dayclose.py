@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import resource
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -130,6 +131,13 @@ async def main() -> int:
     p.add_argument("--reversals-per-mille", type=int, default=10)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="billhub-dayclose-"))
+    try:
+        return await run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace, work: Path) -> int:
     db = work / "journal.db"
     (work / "inbox").mkdir()
     (work / "outbox").mkdir()
@@ -209,9 +217,11 @@ batch = {{ inbox = "{work / "inbox"}", outbox = "{work / "outbox"}" }}
     report_s = time.perf_counter() - t0
     assert done.collected == total
     pf = work / "outbox" / f"payments-{BATCH}-{DAY:%Y%m%d}.csv"
+    trailer = pf.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].decode().split(",")
+    assert int(trailer[2]) - int(trailer[4]) == totals[BATCH].net, "payments file = 0500 figures"
     print(f"command: {' '.join(sys.argv)}")
     held = args.payments // 2
-    print(f"batch biller start (rebuild from {held:,} held payments): {start_s:.2f} s")
+    print(f"batch biller start (index from the store, {held:,} payments held): {start_s:.2f} s")
     print(
         f"cutover (close the day, payments file of {pf.stat().st_size / 1e6:.1f} MB): "
         f"{cutover_s:.2f} s"

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -29,9 +30,11 @@ from billhub.connectors.billsfile import (
 from billhub.connectors.paymentsfile import PaymentsFileRow, render
 from billhub.connectors.registry import ConnectorContext, build_biller
 from billhub.errors import BillerRejected, BillerUnavailable, BillTaken, ConfigError, JournalError
+from billhub.journal.dayfile_sql import payments_file_entries
 from billhub.journal.factory import JournalSet, build_journal
 from billhub.pipeline.model import (
     AccountStatus,
+    DayFileEntry,
     PaymentKey,
     PaymentOrder,
     PaymentRecord,
@@ -197,6 +200,28 @@ class FakeLedger:
 
     async def get_payment_by_id(self, payment_id: str) -> PaymentRecord | None:
         return next((p for p in self.payments if p.payment_id == payment_id), None)
+
+    async def payments_file_entries(
+        self, biller: str, settlement_date: date
+    ) -> AsyncIterator[list[DayFileEntry]]:
+        """As the journals read them: approved of the date, then reversals booked on it
+        with their payment's fields (of whatever date), one row per page here."""
+        for p in await self.approved_payments(biller, settlement_date):
+            yield [entry("approved", p, p.amount)]
+        for r in await self.reversals_booked(biller, settlement_date):
+            if r.payment_id is None:
+                continue
+            payment = await self.get_payment_by_id(r.payment_id)
+            if payment is None:
+                raise JournalError("a reversed payment is missing from the journal")
+            yield [entry("reversed", payment, r.amount)]
+
+
+def entry(status: Literal["approved", "reversed"], p: PaymentRecord, amount: int) -> DayFileEntry:
+    return DayFileEntry(
+        status, p.payment_id, p.settlement_date, p.account, p.bill_id, amount,
+        p.key.acquirer, p.key.rrn.strip(), p.channel, p.receipt,
+    )  # fmt: skip
 
 
 @dataclass
@@ -872,25 +897,49 @@ async def test_payments_file_of_connector_posted_payments(env: Env) -> None:
     await c.close()
 
 
-async def test_payments_file_with_a_lookup_and_a_missing_payment(env: Env) -> None:
+async def test_payments_file_with_a_missing_payment_is_refused_and_leaves_nothing(
+    env: Env,
+) -> None:
     ledger = payments_ledger()
-    older = ledger.payments.pop(0)  # P-0000 is not in this ledger any more
-
-    async def lookup(payment_id: str) -> PaymentRecord | None:
-        return older if payment_id == older.payment_id else None
-
-    c = BatchConnector(
-        CODE, env.settings, env.stores.bills, today=lambda: TODAY, payments_by_id=lookup
-    )
-    await c.start(ledger)
-    path = await c.write_payments_file(TODAY, ledger)
-    assert path.read_bytes() == EXPECTED_FILE.encode("utf-8")
-    await c.close()
-
+    ledger.payments.pop(0)  # P-0000, reversed today, is not in the journal any more
     c = await env.started(ledger)
     with pytest.raises(JournalError):
         await c.write_payments_file(TODAY, ledger)
-    assert not any(env.outbox.glob(".*"))
+    assert not any(env.outbox.glob(".*")), "no temporary file is left behind"
+    assert not any(env.outbox.glob("*.csv"))
+    await c.close()
+
+
+async def test_payments_file_from_the_journal_in_pages(env: Env) -> None:
+    """The journal itself, read page by page (a page smaller than the day here): the
+    same rows as the records say, reversals after payments, the trailer right."""
+    env.write([ALICE, BOB])
+    c = await env.started()
+    await c.load_inbox()
+    a1 = await env.approve(c, order("P1", ALICE.account, 150_000, A1.bill_id))
+    await env.approve(c, order("P2", ALICE.account, 200_000, A2.bill_id, rrn="000000000002"))
+    await env.approve(c, order("P3", BOB.account, 300_000, rrn="000000000003"))
+    await env.reverse(a1)
+    pages = [
+        page
+        async for page in payments_file_entries(
+            env.stores.settlement.j,
+            CODE,
+            TODAY,
+            page=2,  # type: ignore[attr-defined]
+        )
+    ]
+    assert [len(p) for p in pages] == [2, 1, 1]
+    text = (await c.write_payments_file(TODAY, env.stores.journal)).read_text("utf-8")
+    receipt = c.receipt_for
+    assert text.splitlines() == [
+        "payment_id,settlement_date,account,bill_id,amount,acquirer,rrn,channel,receipt,status",
+        f"P1,2026-11-24,{ALICE.account},{A1.bill_id},150000,600001,000000000001,6013,{receipt('P1')},approved",
+        f"P2,2026-11-24,{ALICE.account},{A2.bill_id},200000,600001,000000000002,6013,{receipt('P2')},approved",
+        f"P3,2026-11-24,{BOB.account},,300000,600001,000000000003,6013,{receipt('P3')},approved",
+        f"P1,2026-11-24,{ALICE.account},{A1.bill_id},150000,600001,000000000001,6013,{receipt('P1')},reversed",
+        "TOTAL,3,650000,1,150000",
+    ]  # fmt: skip
     await c.close()
 
 

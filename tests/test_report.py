@@ -25,6 +25,7 @@ from billhub.settlement.report import (
     CHANNELS,
     DayReport,
     build_report,
+    group_records,
     render_csv,
     render_html,
 )
@@ -225,8 +226,7 @@ def build(day: Day) -> DayReport:
     return build_report(
         SDATE,
         billers=BILLERS,
-        payments=day.payments,
-        reversals=day.reversals,
+        groups=group_records(SDATE, day.payments, day.reversals),
         reconciliations=day.reconciliations,
         findings=day.findings,
         uncertain_open=day.uncertain_open,
@@ -238,10 +238,10 @@ def build(day: Day) -> DayReport:
 
 def quiet_report(**given: Any) -> DayReport:
     """A report of SDATE from only what is given; every other input empty."""
+    payments, reversals = given.pop("payments", []), given.pop("reversals", [])
     inputs: dict[str, Any] = {
         "billers": {},
-        "payments": [],
-        "reversals": [],
+        "groups": group_records(SDATE, payments, reversals),
         "reconciliations": [],
         "findings": [],
         "uncertain_open": [],

@@ -57,8 +57,7 @@ async def write_report(config: Config, day: date, out_dir: Path) -> ReportFiles:
         report = build_report(
             day,
             billers={b.code: b.name for b in config.billers},
-            payments=await store.payments_on(day),
-            reversals=reversals,
+            groups=await store.day_groups(day),
             reconciliations=await store.reconciliations(day),
             findings=await store.findings(day),
             uncertain_open=await store.open_uncertain(),

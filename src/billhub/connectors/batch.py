@@ -48,20 +48,18 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from billhub.config import BatchSettings
 from billhub.connectors.billsfile import BillsFileError, parse_bills_file, parse_bills_file_name
 from billhub.connectors.paymentsfile import (
     PaymentsFileRow,
-    approved_row,
+    PaymentsFileWriter,
     payments_file_name,
-    render,
-    reversed_row,
 )
 from billhub.errors import BillerRejected, BillerUnavailable, JournalError
 from billhub.pipeline.model import (
@@ -70,22 +68,19 @@ from billhub.pipeline.model import (
     Bill,
     BillsChanges,
     DayFile,
+    DayFileEntry,
     InboxFile,
     InboxOutcome,
     PaymentOrder,
-    PaymentRecord,
     PostingStatus,
     StatusAnswer,
     StoredBill,
 )
 from billhub.pipeline.ports import BillsStore, PaymentsLedger
 
-__all__ = ["BatchConnector", "LoadOutcome", "LoadResult", "PaymentLookup"]
+__all__ = ["BatchConnector", "LoadOutcome", "LoadResult"]
 
 T = TypeVar("T")
-
-#: Looks a payment up by its hub payment id (the journal's ``get_payment_by_id``).
-PaymentLookup = Callable[[str], Awaitable[PaymentRecord | None]]
 
 _CODE_RE = re.compile(r"[A-Za-z0-9]{1,20}")
 _RECEIPT_DIGITS = 15  # "B" + 15 base-36 digits: 16 characters, about 77 bits
@@ -156,9 +151,6 @@ class BatchConnector:
     """One file-exchange biller: a :class:`~billhub.pipeline.ports.Biller` over the
     hub's own store of its bills.
 
-    ``payments_by_id`` finds the payment of a reversal booked on a later date than the
-    payment was settled (the journal's ``get_payment_by_id``); without it,
-    :meth:`write_payments_file` uses the ledger's own ``get_payment_by_id`` if it has one.
     ``follow_interval`` is how often the store's change feed is read (0: only on
     :meth:`poll`, after a load and after a cancel).
     """
@@ -173,7 +165,6 @@ class BatchConnector:
         store: BillsStore,
         *,
         today: Callable[[], date],
-        payments_by_id: PaymentLookup | None = None,
         follow_interval: float = FOLLOW_INTERVAL_S,
     ) -> None:
         if not _CODE_RE.fullmatch(code):
@@ -182,7 +173,6 @@ class BatchConnector:
         self.settings = settings
         self.store = store
         self._today = today
-        self._payments_by_id = payments_by_id
         self._follow_interval = follow_interval
         self._index = _Index()
         self._taken: dict[str, str] = {}  # bill_id -> payment_id, of any instance
@@ -500,40 +490,53 @@ class BatchConnector:
     async def write_payments_file(self, settlement_date: date, ledger: PaymentsLedger) -> Path:
         """Write ``payments-<code>-<YYYYMMDD>.csv`` into the outbox, atomically; return it.
 
-        Rows: one ``approved`` per ``ledger.approved_payments`` (in the ledger's order),
-        then one ``reversed`` per ``ledger.reversals_booked`` on that date that names a
-        payment (with the payment's fields and the reversed amount), then the trailer.
-        The same ledger gives the same bytes. Raises :class:`JournalError` when a
-        reversed payment cannot be found, :class:`BillerUnavailable` when the outbox
-        cannot be written (no temporary file is left behind).
+        Rows: one ``approved`` per payment approved for the date, in journal order,
+        then one ``reversed`` per ``00`` reversal booked on the date (with the
+        payment's fields and the reversed amount), then the trailer; streamed from
+        the journal page by page, so the file's size, not memory, grows with the
+        day. The same journal gives the same bytes. Raises :class:`JournalError`
+        when a reversed payment cannot be found, :class:`BillerUnavailable` when the
+        outbox cannot be written (no temporary file is left behind).
         """
         if self._closed:
             raise BillerUnavailable("batch connector is closed")
-        approved = await ledger.approved_payments(self.code, settlement_date)
-        reversals = await ledger.reversals_booked(self.code, settlement_date)
-        rows: list[PaymentsFileRow] = [approved_row(p, self._receipt_of(p)) for p in approved]
-        by_id = {p.payment_id: p for p in approved}
-        for reversal in reversals:
-            if reversal.payment_id is None:
-                continue  # no original: nothing was ever paid to the biller
-            payment = by_id.get(reversal.payment_id)
-            if payment is None:
-                payment = await self._find_payment(ledger, reversal.payment_id)
-            if payment is None:
-                raise JournalError("a reversed payment is missing from the journal")
-            rows.append(reversed_row(payment, self._receipt_of(payment), reversal.amount))
-        data = render(rows).encode("utf-8")
         target = self.settings.outbox / payments_file_name(self.code, settlement_date)
         async with self._write_lock:
-            return await self._shielded(asyncio.to_thread(_write_atomic, target, data))
+            return await self._shielded(self._write_file(target, settlement_date, ledger))
 
-    async def _find_payment(self, ledger: PaymentsLedger, payment_id: str) -> PaymentRecord | None:
-        if self._payments_by_id is not None:
-            return await self._payments_by_id(payment_id)
-        return await ledger.get_payment_by_id(payment_id)
+    async def _write_file(self, target: Path, day: date, ledger: PaymentsLedger) -> Path:
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            fh = await asyncio.to_thread(_open_new, tmp)
+        except OSError as exc:
+            raise BillerUnavailable(f"cannot write {target.name}: {exc.strerror}") from None
+        try:
+            writer = PaymentsFileWriter(fh)
+            async for page in ledger.payments_file_entries(self.code, day):
+                rows = [self._file_row(e) for e in page]
+                await asyncio.to_thread(writer.rows, rows)
+            await asyncio.to_thread(_finish, fh, writer, tmp, target)
+        except OSError as exc:
+            _discard(fh, tmp)
+            raise BillerUnavailable(f"cannot write {target.name}: {exc.strerror}") from None
+        except BaseException:
+            _discard(fh, tmp)
+            raise
+        return target
 
-    def _receipt_of(self, payment: PaymentRecord) -> str:
-        return payment.receipt or self.receipt_for(payment.payment_id)
+    def _file_row(self, e: DayFileEntry) -> PaymentsFileRow:
+        return PaymentsFileRow(
+            payment_id=e.payment_id,
+            settlement_date=e.settlement_date,
+            account=e.account,
+            bill_id=e.bill_id,
+            amount=e.amount,
+            acquirer=e.acquirer,
+            rrn=e.rrn,
+            channel=e.channel,
+            receipt=e.receipt or self.receipt_for(e.payment_id),
+            status=e.status,
+        )
 
     # -- the in-memory side -------------------------------------------------------------
 
@@ -625,27 +628,28 @@ def _move_unique(src: Path, directory: Path, *, reason: str | None = None) -> Pa
     return target
 
 
-def _write_atomic(target: Path, data: bytes) -> Path:
-    """Write ``data`` to a hidden temporary name beside ``target``, fsync, rename, fsync
-    the directory. Nothing is left behind on failure."""
-    tmp = target.with_name(f".{target.name}.tmp")
+def _open_new(path: Path) -> TextIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", encoding="utf-8", newline="")
+
+
+def _finish(fh: TextIO, writer: PaymentsFileWriter, tmp: Path, target: Path) -> None:
+    """Trailer, fsync, rename over ``target``, fsync the folder: the file is whole or
+    not there."""
+    writer.trailer()
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+    tmp.replace(target)
+    fd = os.open(target.parent, os.O_RDONLY)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise BillerUnavailable(f"cannot write {target.name}: {exc}") from None
-    return target
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(fh: TextIO, tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        fh.close()
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)

@@ -20,13 +20,14 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Literal, TextIO
 
 from billhub.pipeline.model import PaymentRecord
 
 __all__ = [
     "PAYMENTS_FILE_HEADER",
     "PaymentsFileRow",
+    "PaymentsFileWriter",
     "RowStatus",
     "approved_row",
     "payments_file_name",
@@ -104,42 +105,57 @@ def reversed_row(record: PaymentRecord, receipt: str, amount: int) -> PaymentsFi
     )
 
 
+class PaymentsFileWriter:
+    """A payments file written row by row onto a text stream (header first, trailer
+    last), so that a day of a million payments never needs to be in memory."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._writer.writerow(PAYMENTS_FILE_HEADER)
+        self.counts = {"approved": 0, "reversed": 0}
+        self.sums = {"approved": 0, "reversed": 0}
+
+    def rows(self, rows: Iterable[PaymentsFileRow]) -> None:
+        """Raises ``ValueError`` for a negative amount (a programming error upstream)."""
+        for r in rows:
+            if r.amount < 0:
+                raise ValueError("payments file amounts must be >= 0")
+            self._writer.writerow(
+                (
+                    r.payment_id,
+                    r.settlement_date.isoformat(),
+                    r.account,
+                    r.bill_id or "",
+                    str(r.amount),
+                    r.acquirer,
+                    r.rrn,
+                    r.channel,
+                    r.receipt,
+                    r.status,
+                )
+            )
+            self.counts[r.status] += 1
+            self.sums[r.status] += r.amount
+
+    def trailer(self) -> None:
+        self._writer.writerow(
+            (
+                "TOTAL",
+                str(self.counts["approved"]),
+                str(self.sums["approved"]),
+                str(self.counts["reversed"]),
+                str(self.sums["reversed"]),
+            )
+        )
+
+
 def render(rows: Iterable[PaymentsFileRow]) -> str:
     """The whole file: header, ``rows`` in the order given, trailer.
 
     Raises ``ValueError`` for a negative amount (a programming error upstream).
     """
     out = io.StringIO(newline="")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PAYMENTS_FILE_HEADER)
-    counts = {"approved": 0, "reversed": 0}
-    sums = {"approved": 0, "reversed": 0}
-    for r in rows:
-        if r.amount < 0:
-            raise ValueError("payments file amounts must be >= 0")
-        writer.writerow(
-            (
-                r.payment_id,
-                r.settlement_date.isoformat(),
-                r.account,
-                r.bill_id or "",
-                str(r.amount),
-                r.acquirer,
-                r.rrn,
-                r.channel,
-                r.receipt,
-                r.status,
-            )
-        )
-        counts[r.status] += 1
-        sums[r.status] += r.amount
-    writer.writerow(
-        (
-            "TOTAL",
-            str(counts["approved"]),
-            str(sums["approved"]),
-            str(counts["reversed"]),
-            str(sums["reversed"]),
-        )
-    )
+    writer = PaymentsFileWriter(out)
+    writer.rows(rows)
+    writer.trailer()
     return out.getvalue()

@@ -44,13 +44,15 @@ TASK_COLUMNS = (
 def ts(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same text ("%Y-%m-%dT%H:%M:%S.%fZ"), several times faster
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads the "Z" (Python 3.11) and is many times faster than strptime
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def day(value: date | None) -> str | None:

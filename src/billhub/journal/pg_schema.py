@@ -269,4 +269,11 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE SEQUENCE bills_seq_numbers",
         ],
     ),
+    (
+        4,
+        "payments of a biller and date in journal order (payments files, read in pages)",
+        [
+            "CREATE INDEX payments_file_order ON payments (biller, settlement_date, state, seq)",
+        ],
+    ),
 ]

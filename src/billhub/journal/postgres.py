@@ -15,7 +15,7 @@ died runs out, so another takes its tasks over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -23,10 +23,12 @@ from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, Key
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
 from billhub.journal.bills import CLAIM_BILL, RELEASE_BILLS, sql_for
+from billhub.journal.dayfile_sql import payments_file_entries
 from billhub.journal.pg_db import PgConn, PgDatabase, rows_changed
 from billhub.journal.pg_schema import PG_MIGRATIONS
 from billhub.journal.sqlite_db import WriteHealth
 from billhub.pipeline.model import (
+    DayFileEntry,
     PaymentKey,
     PaymentRecord,
     PaymentState,
@@ -349,6 +351,11 @@ class PgJournal:
             c.day(booked_on),
         )
         return [c.reversal_from_row(r) for r in rows]
+
+    def payments_file_entries(
+        self, biller: str, settlement_date: date
+    ) -> AsyncIterator[Sequence[DayFileEntry]]:
+        return payments_file_entries(self.db, biller, settlement_date)
 
     async def held_payments(self, biller: str) -> list[PaymentRecord]:
         rows = await self.db.fetch(

@@ -188,4 +188,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX bill_claims_seq ON bill_claims (biller, seq)",
         ],
     ),
+    (
+        5,
+        "payments of a biller and date in journal order (payments files, read in pages)",
+        [
+            "CREATE INDEX payments_file_order ON payments (biller, settlement_date, state, seq)",
+        ],
+    ),
 ]

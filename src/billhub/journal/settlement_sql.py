@@ -17,7 +17,15 @@ from typing import Any, Protocol
 from billhub.journal import codec as c
 from billhub.journal.codec import Row
 from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
-from billhub.settlement.model import Finding, FindingKind, ImportOutcome, Reconciliation, Totals
+from billhub.settlement.model import (
+    UNKNOWN_CHANNEL,
+    DayGroup,
+    Finding,
+    FindingKind,
+    ImportOutcome,
+    Reconciliation,
+    Totals,
+)
 from billhub.settlement.ports import CutoverRecord
 
 _SELECT_PAYMENT = f"SELECT {c.PAYMENT_COLUMNS} FROM payments"
@@ -242,6 +250,28 @@ class SqlSettlementStore:
     async def imported(self, sha256: str) -> bool:
         rows = await self.j.rows("SELECT 1 FROM settlement_imports WHERE sha256=?", (sha256,))
         return bool(rows)
+
+    async def day_groups(self, settlement_date: date) -> list[DayGroup]:
+        day = c.day(settlement_date)
+        paid = await self.j.rows(
+            "SELECT biller, acquirer, channel, count(*), sum(amount) FROM payments "
+            "WHERE settlement_date=? AND state='approved' GROUP BY biller, acquirer, channel",
+            (day,),
+        )
+        reversed_ = await self.j.rows(
+            "SELECT r.biller, r.acquirer, coalesce(p.channel, ?), count(*), sum(r.amount) "
+            "FROM reversals r LEFT JOIN payments p ON p.payment_id = r.payment_id "
+            "AND p.settlement_date = r.settlement_date "
+            "WHERE r.settlement_date=? AND r.response_code='00' "
+            "GROUP BY 1, 2, 3",
+            (UNKNOWN_CHANNEL, day),
+        )
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for row in paid:
+            sums.setdefault((row[0], row[1], row[2]), [0, 0, 0, 0])[:2] = [int(row[3]), int(row[4])]
+        for row in reversed_:
+            sums.setdefault((row[0], row[1], row[2]), [0, 0, 0, 0])[2:] = [int(row[3]), int(row[4])]
+        return [DayGroup(b, q, ch, Totals(*t)) for (b, q, ch), t in sorted(sums.items())]
 
     async def payments_on(self, settlement_date: date) -> list[PaymentRecord]:
         rows = await self.j.rows(

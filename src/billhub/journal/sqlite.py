@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,11 @@ from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, Key
 from billhub.iso8583 import codes as rc
 from billhub.journal import codec as c
 from billhub.journal.bills import CLAIM_BILL, RELEASE_BILLS, sql_for
+from billhub.journal.dayfile_sql import payments_file_entries
 from billhub.journal.schema import MIGRATIONS
 from billhub.journal.sqlite_db import WAL_LIMIT_BYTES, SqliteDatabase, WriteHealth
 from billhub.pipeline.model import (
+    DayFileEntry,
     PaymentKey,
     PaymentRecord,
     PaymentState,
@@ -336,6 +338,11 @@ class SqliteJournal:
             (biller, c.day(booked_on)),
         )
         return [c.reversal_from_row(r) for r in rows]
+
+    def payments_file_entries(
+        self, biller: str, settlement_date: date
+    ) -> AsyncIterator[Sequence[DayFileEntry]]:
+        return payments_file_entries(self.db, biller, settlement_date)
 
     async def held_payments(self, biller: str) -> list[PaymentRecord]:
         rows = await self.db.read(

@@ -290,3 +290,22 @@ class BillsChanges:
     bills: tuple[StoredBill, ...]
     claims: tuple[Claim, ...]
     cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayFileEntry:
+    """One row of a batch biller's payments file as the journal reads it: an approved
+    payment of the date, or a ``00`` reversal booked on the date with its payment's
+    fields (the payment's own settlement date, the reversed amount). ``receipt`` is
+    the payment's, if the journal has one."""
+
+    status: Literal["approved", "reversed"]
+    payment_id: str
+    settlement_date: date
+    account: str
+    bill_id: str | None
+    amount: int
+    acquirer: str
+    rrn: str
+    channel: str
+    receipt: str | None

@@ -8,7 +8,7 @@ The network shell, in turn, asks the application through :class:`RequestHandler`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from billhub.pipeline.model import (
     BillsView,
     Claim,
     DayFile,
+    DayFileEntry,
     FileLoad,
     InboxFile,
     PaymentKey,
@@ -144,6 +145,16 @@ class PaymentsLedger(Protocol):
 
     async def reversals_booked(self, biller: str, booked_on: date) -> list[ReversalRecord]:
         """Reversals (answered `00`) booked on that business day, oldest first."""
+        ...
+
+    def payments_file_entries(
+        self, biller: str, settlement_date: date
+    ) -> AsyncIterator[Sequence[DayFileEntry]]:
+        """The rows of the date's payments file, in pages of a few thousand: the
+        approved payments of the date in journal order, then the ``00`` reversals
+        booked on the date in journal order. A day of a million payments is never
+        all in memory. Raises :class:`~billhub.errors.JournalError` when a reversed
+        payment is missing from the journal."""
         ...
 
     async def held_payments(self, biller: str) -> list[PaymentRecord]:

@@ -91,3 +91,19 @@ class ImportOutcome:
     lines: int = 0
     matched: int = 0
     findings: list[Finding] = field(default_factory=list)
+
+
+#: The channel of a reversal whose original payment (of the same date) is not known.
+UNKNOWN_CHANNEL = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class DayGroup:
+    """What counts for a settlement date (approved payments, ``00`` reversals), summed
+    per biller, acquirer and channel: all a day's report needs, however many payments
+    the day had (the journal sums them where they are)."""
+
+    biller: str
+    acquirer: str
+    channel: str
+    totals: Totals

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from billhub.pipeline.model import PaymentRecord, ReversalRecord
-from billhub.settlement.model import Finding, ImportOutcome, Reconciliation, Totals
+from billhub.settlement.model import DayGroup, Finding, ImportOutcome, Reconciliation, Totals
 
 
 @dataclass(slots=True)
@@ -74,6 +74,13 @@ class SettlementStore(Protocol):
 
     async def imported(self, sha256: str) -> bool:
         """Whether a settlement file with these bytes was imported before."""
+        ...
+
+    async def day_groups(self, settlement_date: date) -> list[DayGroup]:
+        """The date's approved payments and ``00`` reversals summed per biller,
+        acquirer and channel (a reversal's channel is its original's of the same
+        date, else ``unknown``), in the database: a report of a million payments
+        reads a few hundred rows."""
         ...
 
     async def payments_on(self, settlement_date: date) -> list[PaymentRecord]: ...

@@ -32,7 +32,14 @@ from billhub.iso8583 import codes as rc
 from billhub.iso8583.mask import mask_account
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentRecord, PaymentState, ReversalRecord
-from billhub.settlement.model import Finding, FindingKind, Reconciliation, Totals
+from billhub.settlement.model import (
+    UNKNOWN_CHANNEL,
+    DayGroup,
+    Finding,
+    FindingKind,
+    Reconciliation,
+    Totals,
+)
 
 CHANNELS = {  # DE 18
     "6010": "Bank branch",
@@ -41,7 +48,6 @@ CHANNELS = {  # DE 18
     "6013": "Mobile wallet",
     "6014": "Post office",
 }
-UNKNOWN_CHANNEL = "unknown"  # a reversal whose original payment was not given
 
 CURRENCY_LABEL = "SYP"
 
@@ -146,12 +152,55 @@ class _Acc:
         return Totals(self.count, self.amount, self.rev_count, self.rev_amount)
 
 
+def group_records(
+    settlement_date: date,
+    payments: Iterable[PaymentRecord],
+    reversals: Iterable[ReversalRecord],
+) -> list[DayGroup]:
+    """The :class:`DayGroup` sums of ``settlement_date`` from records, as the journal's
+    ``day_groups`` computes them in SQL (tests hold the two to the same figures).
+
+    ``payments`` and ``reversals`` may hold more than the date's counting records:
+    only approved payments and ``00`` reversals of ``settlement_date`` count.
+    ``payments`` must hold the originals of those reversals (they have the same
+    settlement date) for the channel; a reversal whose original is missing is
+    put under channel ``unknown`` so that totals still agree.
+    """
+    sums: dict[tuple[str, str, str], _Acc] = {}
+    channel_of: dict[str, str] = {}
+
+    def acc(key: tuple[str, str, str]) -> _Acc:
+        a = sums.get(key)
+        if a is None:
+            a = sums[key] = _Acc()
+        return a
+
+    for p in payments:
+        if p.settlement_date != settlement_date:
+            continue
+        channel_of[p.payment_id] = p.channel
+        if p.state is not PaymentState.APPROVED:
+            continue
+        a = acc((p.biller, p.key.acquirer, p.channel))
+        a.count += 1
+        a.amount += p.amount
+    for r in reversals:
+        if r.response_code != rc.APPROVED or r.settlement_date != settlement_date:
+            continue
+        channel = UNKNOWN_CHANNEL
+        if r.payment_id is not None:
+            channel = channel_of.get(r.payment_id, UNKNOWN_CHANNEL)
+        a = acc((r.biller, r.key.acquirer, channel))
+        a.rev_count += 1
+        a.rev_amount += r.amount
+    return [DayGroup(b, q, ch, a.freeze()) for (b, q, ch), a in sorted(sums.items())]
+
+
 def build_report(
     settlement_date: date,
     *,
     billers: Mapping[str, str],
-    payments: Iterable[PaymentRecord],
-    reversals: Iterable[ReversalRecord],
+    groups: Iterable[DayGroup],
     reconciliations: Iterable[Reconciliation],
     findings: Iterable[Finding],
     uncertain_open: Iterable[PaymentRecord],
@@ -159,27 +208,24 @@ def build_report(
     generated_at: datetime,
     acquirers: Mapping[str, str] | None = None,
 ) -> DayReport:
-    """The report of ``settlement_date`` from the journal's records, computed once.
+    """The report of ``settlement_date`` from the date's sums and the journal's
+    exceptions, computed once.
 
-    Every argument but the date is keyword-only: five of them are lists of the
-    same record types, and a swapped pair would still type-check.
+    Every argument but the date is keyword-only: four of them are lists of
+    records, and a swapped pair would still type-check.
 
-    ``payments`` and ``reversals`` may hold more than the date's counting
-    records: only approved payments and ``00`` reversals of ``settlement_date``
-    count. ``payments`` must hold the originals of those reversals (they have
-    the same settlement date) for the channel breakdown; a reversal whose
-    original is missing is put under channel ``unknown`` so that totals still
-    agree. ``reconciliations`` and ``findings`` of other dates are ignored;
-    ``adjustments`` (reversals of the date applied after its 0500 was answered)
-    and ``uncertain_open`` are shown as given. A biller not in ``billers`` that
-    has activity still gets its row, with an empty name.
+    ``groups`` are the date's sums per biller, acquirer and channel (the journal's
+    ``day_groups``, or :func:`group_records`). ``reconciliations`` and
+    ``findings`` of other dates are ignored; ``adjustments`` (reversals of the
+    date applied after its 0500 was answered) and ``uncertain_open`` are shown as
+    given. A biller not in ``billers`` that has activity still gets its row, with
+    an empty name.
     """
     acquirer_names = acquirers or {}
     by_biller: dict[str, _Acc] = {code: _Acc() for code in billers}
     by_acquirer: dict[str, _Acc] = {}
     by_channel: dict[str, _Acc] = {code: _Acc() for code in CHANNELS}
     grand = _Acc()
-    channel_of: dict[str, str] = {}
 
     def acc(table: dict[str, _Acc], code: str) -> _Acc:
         a = table.get(code)
@@ -187,34 +233,18 @@ def build_report(
             a = table[code] = _Acc()
         return a
 
-    for p in payments:
-        channel_of[p.payment_id] = p.channel
-        if p.state is not PaymentState.APPROVED or p.settlement_date != settlement_date:
-            continue
+    for g in groups:
+        t = g.totals
         for a in (
-            acc(by_biller, p.biller),
-            acc(by_acquirer, p.key.acquirer),
-            acc(by_channel, p.channel),
+            acc(by_biller, g.biller),
+            acc(by_acquirer, g.acquirer),
+            acc(by_channel, g.channel),
             grand,
         ):
-            a.count += 1
-            a.amount += p.amount
-    for r in reversals:
-        if r.response_code != rc.APPROVED or r.settlement_date != settlement_date:
-            continue
-        channel = (
-            channel_of.get(r.payment_id, UNKNOWN_CHANNEL)
-            if r.payment_id is not None
-            else UNKNOWN_CHANNEL
-        )
-        for a in (
-            acc(by_biller, r.biller),
-            acc(by_acquirer, r.key.acquirer),
-            acc(by_channel, channel),
-            grand,
-        ):
-            a.rev_count += 1
-            a.rev_amount += r.amount
+            a.count += t.count
+            a.amount += t.amount
+            a.rev_count += t.reversal_count
+            a.rev_amount += t.reversal_amount
 
     def rows(table: dict[str, _Acc], names: Callable[[str], str]) -> tuple[Row, ...]:
         return tuple(Row(code, names(code), table[code].freeze()) for code in sorted(table))
