@@ -125,18 +125,20 @@ class _Index:
         elif order >= acc.name_order:
             acc.customer_name, acc.name_order = name, order
 
-    def put(self, bill: StoredBill) -> bool:
-        """Apply one stored row unless a newer file already set this bill; True if applied."""
-        old = self.bills.get(bill.bill_id)
-        if old is not None:
-            if old.order[0] > bill.order[0]:
-                return False
-            if old.account != bill.account:
-                self.accounts[old.account].bill_ids.discard(bill.bill_id)
-        self.bills[bill.bill_id] = bill
+    def put(self, bill: StoredBill) -> None:
+        """Apply one row as the store holds it now (the store keeps the newest file's
+        row). Only bills that may still be paid stay in memory: a paid or cancelled
+        one is forgotten, its account's name kept."""
+        self.drop(bill.bill_id)
         self.name(bill.account, bill.customer_name, bill.order)
-        self.accounts[bill.account].bill_ids.add(bill.bill_id)
-        return True
+        if bill.status in ("open", "blocked"):
+            self.bills[bill.bill_id] = bill
+            self.accounts[bill.account].bill_ids.add(bill.bill_id)
+
+    def drop(self, bill_id: str) -> None:
+        old = self.bills.pop(bill_id, None)
+        if old is not None:
+            self.accounts[old.account].bill_ids.discard(bill_id)
 
 
 def _file_order(day: date, seq: int) -> str:
@@ -236,11 +238,20 @@ class BatchConnector:
             self._apply(changes)
 
     def _apply(self, changes: BillsChanges) -> None:
+        """Bills set by files are put as the store has them; a bill a payment took
+        (durably, on any instance) leaves memory, and so does this process's posting
+        of it, so memory holds what may still be paid, not the day's payments; a
+        released bill comes back with its row."""
         for bill in changes.bills:
             self._index.put(bill)
         for claim in changes.claims:
             if claim.active:
-                self._taken[claim.bill_id] = claim.payment_id
+                self._index.drop(claim.bill_id)
+                if self._taken.get(claim.bill_id) == claim.payment_id:
+                    del self._taken[claim.bill_id]
+                posting = self._payments.get(claim.payment_id)
+                if posting is not None and not posting.cancelled:
+                    del self._payments[claim.payment_id]
             elif self._taken.get(claim.bill_id) == claim.payment_id:
                 del self._taken[claim.bill_id]
         self._cursor = max(self._cursor, changes.cursor)
