@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("spec", help="the link specification")
     spsub = sp.add_subparsers(dest="spec_command", required=True)
     st = spsub.add_parser("table", help="print the field table generated from the spec file")
-    st.add_argument("--spec", default=None, help="spec file (default: the bundled LINK-SPEC v1)")
+    st.add_argument("--spec", default=None, help="link spec file (default: the bundled link-v1.toml)")
     st.set_defaults(func=_cmd_spec_table)
 
     add_switch_parser(sub, _cmd_switch)

@@ -224,6 +224,6 @@ async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
     print(f"  its trailer:           {trailer}")
     print(f"  hub log (JSON lines):  {log_path}")
     print("  codes: 00 approved, 13 invalid amount, 91 biller unavailable (a decline: the")
-    print("  resolver makes sure the biller keeps nothing), see specs/ for the rest")
+    print("  resolver makes sure the biller keeps nothing); every code: specs/response-codes.md")
     ok = same and rows[-2].code == "00" and payments_file.exists()
     return 0 if ok else 1

@@ -35,7 +35,7 @@ def add_switch_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
     p.add_argument("--cert", help="client certificate (default: CERTS/switch.crt)")
     p.add_argument("--key", help="client key (default: CERTS/switch.key)")
     p.add_argument("--ca", help="CA of the hub's certificate (default: CERTS/hub-ca.crt)")
-    p.add_argument("--spec", help="link spec file (default: bundled LINK-SPEC v1)")
+    p.add_argument("--spec", help="link spec file (default: the bundled link-v1.toml)")
     p.add_argument("--acquirer", default="600001")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub2 = p.add_subparsers(dest="switch_command", required=True)

@@ -643,7 +643,7 @@ def _server_ssl_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLCo
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m billhub.simulator.rest_biller",
-        description="Demo electricity biller (BILLERS.md section 1) over HTTP(S).",
+        description="Demo electricity biller speaking the REST contract of specs/BILLERS.md, section 1.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
