@@ -1,8 +1,10 @@
 """``billhub``: the command line, and the composition root.
 
-Every command turns a :class:`~billhub.errors.BillhubError` (a bad
-configuration, a refused connection) into one clear line on stderr and a
-non-zero exit: no traceback reaches an operator.
+Every command's help (``--help``) is for an operator: a description, every option
+explained, examples for the main commands (a test walks them all). Every command
+turns a :class:`~billhub.errors.BillhubError` (a bad configuration, a refused
+connection) into one clear line on stderr and a non-zero exit: no traceback
+reaches an operator.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
+from typing import Any
 
+from billhub import __version__
 from billhub.app.clearing import import_settlement_file, write_report
 from billhub.app.demo import run_demo
 from billhub.app.hub import serve
@@ -26,11 +29,26 @@ from billhub.iso8583.spec import load_spec
 from billhub.iso8583.table import field_table
 from billhub.money import Amount
 from billhub.observability.logs import configure
+from billhub.settlement.calendar import parse_day
+from billhub.settlement.importfile import SettlementFileError
 from billhub.simulator.cli import add_switch_parser, run_switch
 from billhub.transport.certs import init_dev_certs
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+
+DESCRIPTION = (
+    "billhub: the ministry's hub between the national bill-payment switch (ISO 8583 over "
+    "mutual TLS) and the electricity companies' billing systems."
+)
+FIRST_STEPS = """\
+first steps (README.md, "Running a hub"):
+  billhub demo                                  a hub, two billers and a switch on loopback
+  billhub certs init certs                      development certificates
+  billhub serve --config billhub.toml           run the hub
+  billhub switch --certs certs echo             the simulated switch signs on, echoes
+  billhub COMMAND --help                        each command's options and examples
+"""
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -40,12 +58,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What each file of ``certs init`` is, as an operator names it.
+CERT_ROLES = {
+    "hub_ca_cert": "hub CA certificate (for the switch)",
+    "hub_ca_key": "hub CA key",
+    "hub_cert": "hub server certificate",
+    "hub_key": "hub server key",
+    "switch_ca_cert": "switch CA certificate (for the hub)",
+    "switch_ca_key": "switch CA key",
+    "switch_cert": "switch client certificate",
+    "switch_key": "switch client key",
+}
+
+
 def _cmd_certs_init(args: argparse.Namespace) -> int:
     paths = init_dev_certs(
         Path(args.dir), hub_name=args.hub_name, switch_name=args.switch_name, force=args.force
     )
-    for name, path in sorted(paths.items()):
-        print(f"{name:>12}  {path}")
+    for role, path in sorted(paths.items()):
+        print(f"  {CERT_ROLES.get(role, path.name):<34} {path}")
     print("development certificates only: never use these keys in production")
     return 0
 
@@ -65,17 +96,26 @@ def _cmd_health(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         print(exc.read().decode("utf-8", "replace"))
         return EXIT_ERROR
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        print(f"billhub: error: {args.url} unreachable: {exc}", file=sys.stderr)
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        why = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        print(f"billhub: error: cannot reach {args.url}: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    except (TimeoutError, OSError) as exc:
+        why = "no answer in time" if isinstance(exc, TimeoutError) else exc.strerror or exc
+        print(f"billhub: error: cannot reach {args.url}: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError:
+        print(f"billhub: error: --url {args.url!r} is not an http:// URL", file=sys.stderr)
         return EXIT_ERROR
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     try:
-        day = date.fromisoformat(args.date)
-    except ValueError:
-        raise ConfigError("date", f"{args.date!r} is not a date (YYYY-MM-DD)") from None
-    config = load_config(Path(args.config))
+        day = parse_day(args.date)
+    except ValueError as exc:
+        raise ConfigError("settlement date", str(exc)) from None
+    config = load_config(Path(args.config), biller_secrets=False)
     done = asyncio.run(write_report(config, day, Path(args.out)))
     print(
         f"settlement date {day}: collected {Amount(done.collected).format()} SYP, "
@@ -87,11 +127,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_settle_import(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config))
     path = Path(args.file)
+    if path.is_dir():
+        raise ConfigError("settlement file", f"{path} is a folder, not a file")
     if not path.is_file():
-        raise ConfigError("file", f"no such file: {path}")
-    outcome = asyncio.run(import_settlement_file(config, path))
+        raise ConfigError("settlement file", f"no such file: {path}")
+    config = load_config(Path(args.config), biller_secrets=False)
+    try:
+        outcome = asyncio.run(import_settlement_file(config, path))
+    except SettlementFileError as exc:
+        raise ConfigError(str(path), f"{exc}; nothing was imported") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
     if outcome.already_imported:
         print(f"{path.name}: already imported; nothing changed")
         return 0
@@ -112,57 +159,152 @@ def _cmd_switch(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(Path(args.dir))
+    workdir = Path(args.dir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError("demo --dir", f"{workdir} is a file, not a folder")
+    return run_demo(workdir)
+
+
+def _command(
+    sub: Any, name: str, about: str, *, more: str = "", examples: Sequence[str] = ()
+) -> argparse.ArgumentParser:
+    """A sub-command whose page starts with its one-line description and ends with examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=about,
+        description=f"{about[0].upper()}{about[1:]}.{' ' + more if more else ''}",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="billhub", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="billhub",
+        description=DESCRIPTION,
+        epilog=FIRST_STEPS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"billhub {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the hub")
-    s.add_argument("--config", required=True, help="TOML configuration file")
+    s = _command(
+        sub,
+        "serve",
+        "run the hub",
+        more="It listens for the switch's links and serves the admin port until SIGTERM "
+        "(graceful shutdown; a second signal stops at once). A bad configuration stops it "
+        "at start-up with one line naming the key.",
+        examples=["billhub serve --config billhub.toml"],
+    )
+    s.add_argument("--config", required=True, help="the hub's TOML configuration file")
     s.set_defaults(func=_cmd_serve)
 
-    c = sub.add_parser("certs", help="development certificates")
-    csub = c.add_subparsers(dest="certs_command", required=True)
-    ci = csub.add_parser("init", help="make a dev CA, hub server cert and switch client cert")
-    ci.add_argument("dir")
-    ci.add_argument("--hub-name", default="billhub-hub")
-    ci.add_argument("--switch-name", default="switch-1")
-    ci.add_argument("--force", action="store_true", help="overwrite existing files")
+    c = sub.add_parser(
+        "certs", help="development certificates", description="Development certificates."
+    )
+    csub = c.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
+    ci = _command(
+        csub,
+        "init",
+        "make a development CA, the hub's server certificate and the switch's client one",
+        more="For a local hub and `billhub switch` only: never use these keys in production "
+        "(certs.example/README.md says what production needs).",
+        examples=["billhub certs init certs", "billhub certs init certs --force"],
+    )
+    ci.add_argument("dir", metavar="FOLDER", help="folder to write the files to (made if missing)")
+    ci.add_argument(
+        "--hub-name",
+        default="billhub-hub",
+        help="common name of the hub's certificate (default billhub-hub)",
+    )
+    ci.add_argument(
+        "--switch-name",
+        default="switch-1",
+        help="common name of the switch's certificate, for tls.allowed_subjects (default switch-1)",
+    )
+    ci.add_argument("--force", action="store_true", help="replace files already there")
     ci.set_defaults(func=_cmd_certs_init)
 
-    sp = sub.add_parser("spec", help="the link specification")
-    spsub = sp.add_subparsers(dest="spec_command", required=True)
-    st = spsub.add_parser("table", help="print the field table generated from the spec file")
-    st.add_argument("--spec", default=None, help="link spec file (default: the bundled link-v1.toml)")
+    sp = sub.add_parser(
+        "spec", help="the link specification", description="The link specification."
+    )
+    spsub = sp.add_subparsers(dest="spec_command", required=True, metavar="COMMAND")
+    st = _command(
+        spsub,
+        "table",
+        "print the field table generated from the link spec file",
+        examples=["billhub spec table > specs/link-v1-fields.md"],
+    )
+    st.add_argument(
+        "--spec", default=None, help="link spec file (default: the bundled link-v1.toml)"
+    )
     st.set_defaults(func=_cmd_spec_table)
 
     add_switch_parser(sub, _cmd_switch)
     add_ops_parsers(sub)  # status, journal show
 
-    h = sub.add_parser("health", help="check a running hub's admin endpoint")
-    h.add_argument("--url", default="http://127.0.0.1:9100/healthz")
-    h.add_argument("--timeout", type=float, default=3.0)
+    h = _command(
+        sub,
+        "health",
+        "check a running hub's admin endpoint",
+        more="Exit status 0 when it answers 200 (the container's HEALTHCHECK).",
+        examples=["billhub health", "billhub health --url http://127.0.0.1:9100/readyz"],
+    )
+    h.add_argument(
+        "--url",
+        default="http://127.0.0.1:9100/healthz",
+        help="the URL to ask (default http://127.0.0.1:9100/healthz)",
+    )
+    h.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for an answer (default 3)"
+    )
     h.set_defaults(func=_cmd_health)
 
-    r = sub.add_parser("report", help="write a settlement date's clearing reports (CSV, HTML)")
-    r.add_argument("date", help="settlement date, YYYY-MM-DD")
-    r.add_argument("--config", required=True, help="the hub's TOML configuration")
-    r.add_argument("--out", default="reports", help="folder for the files (default: reports)")
+    r = _command(
+        sub,
+        "report",
+        "write a settlement date's clearing reports (CSV, HTML)",
+        more="Reads the journal only: it can run beside the hub, and the billers' tokens "
+        "are not needed.",
+        examples=["billhub report 2026-11-24 --config billhub.toml --out reports/"],
+    )
+    r.add_argument("date", metavar="DATE", help="settlement date, YYYY-MM-DD")
+    r.add_argument("--config", required=True, help="the hub's TOML configuration file")
+    r.add_argument("--out", default="reports", help="folder for the files (default reports)")
     r.set_defaults(func=_cmd_report)
 
-    se = sub.add_parser("settle", help="the switch's settlement file")
-    sesub = se.add_subparsers(dest="settle_command", required=True)
-    si = sesub.add_parser("import", help="match the switch's daily settlement file")
-    si.add_argument("file")
-    si.add_argument("--config", required=True, help="the hub's TOML configuration")
+    se = sub.add_parser(
+        "settle",
+        help="the switch's settlement file",
+        description="The switch's daily settlement file.",
+    )
+    sesub = se.add_subparsers(dest="settle_command", required=True, metavar="COMMAND")
+    si = _command(
+        sesub,
+        "import",
+        "match the switch's daily settlement file against the journal",
+        more="Findings go to the journal and the report; importing the same file again "
+        "changes nothing. The billers' tokens are not needed.",
+        examples=["billhub settle import settlement-2026-11-24.csv --config billhub.toml"],
+    )
+    si.add_argument("file", metavar="FILE", help="the settlement file (CSV) from the switch")
+    si.add_argument("--config", required=True, help="the hub's TOML configuration file")
     si.set_defaults(func=_cmd_settle_import)
 
-    d = sub.add_parser("demo", help="run a hub and a simulated switch on loopback")
-    d.add_argument("--dir", default="demo-run", help="working folder (certificates, config)")
+    d = _command(
+        sub,
+        "demo",
+        "run a hub, two demo billers and a simulated switch on loopback",
+        more="Everything (certificates, configuration, journal, bills and payments files, "
+        "the hub's log) is written in the working folder; nothing else is needed.",
+        examples=["billhub demo", "billhub demo --dir /tmp/billhub-demo"],
+    )
+    d.add_argument(
+        "--dir", default="demo-run", help="working folder, made if missing (default demo-run)"
+    )
     d.set_defaults(func=_cmd_demo)
     return p
 
@@ -178,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"billhub: error: {exc.strerror or exc}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"billhub: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -281,6 +281,20 @@ class _Table:
     def required_string(self, name: str) -> str:
         return self._checked_string(name, self.required(name))
 
+    def biller_secret(self, name: str) -> str:
+        """A biller's token or DSN; left as written when the command needs no secrets.
+
+        Commands that only read the journal (``report``, ``journal show``) load the
+        configuration without the billers' secrets, so that they run where the
+        billers' tokens are not in the environment.
+        """
+        if self.ctx.biller_secrets:
+            return self.required_string(name)
+        value = self.required(name)
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), f"must be a string, not {_type_name(value)}")
+        return value
+
     def choice(self, name: str, options: tuple[str, ...], default: str | None) -> str:
         """One of ``options``; ``default=None`` makes the key required."""
         value = self.string(name) if default is not None else self.required_string(name)
@@ -381,6 +395,7 @@ class _Table:
 class _Context:
     base_dir: Path
     env: Mapping[str, str]
+    biller_secrets: bool = True
 
 
 # --------------------------------------------------------------------------- sections
@@ -487,7 +502,7 @@ def _rest(t: _Table) -> RestSettings:
     base_url = t.required_string("base_url")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(t.key("base_url"), "must start with http:// or https://")
-    token = t.required_string("token")
+    token = t.biller_secret("token")
     cert = t.path_value("cert_file", must_exist=True)
     key = t.path_value("key_file", must_exist=True)
     if (cert is None) != (key is None):
@@ -507,7 +522,7 @@ def _batch(t: _Table) -> BatchSettings:
 
 
 def _database(t: _Table) -> DatabaseSettings:
-    dsn = t.required_string("dsn")
+    dsn = t.biller_secret("dsn")
     q = t.table("queries")
     queries = {name: q.required_string(name) for name in DATABASE_QUERIES if q.has(name)}
     q.done()
@@ -572,20 +587,27 @@ def _billers(raw: Any, ctx: _Context, answer_budget_s: float) -> tuple[BillerCon
 
 
 def parse_config(
-    text: str, *, base_dir: Path, env: Mapping[str, str], source: str = "config"
+    text: str,
+    *,
+    base_dir: Path,
+    env: Mapping[str, str],
+    source: str = "config",
+    biller_secrets: bool = True,
 ) -> Config:
     """Validate TOML ``text`` into a :class:`Config`; relative paths against ``base_dir``.
 
     ``env`` is where ``${NAME}`` references are looked up (``os.environ`` in
     production, a dict in tests). ``source`` is the key reported for a TOML syntax
-    error, which has no dotted key of its own. Raises
+    error, which has no dotted key of its own. ``biller_secrets=False`` leaves the
+    billers' tokens and DSNs as written (``${NAME}`` unexpanded, no variable needed): a
+    configuration for commands that never call a biller. Raises
     :class:`~billhub.errors.ConfigError` at the first problem.
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from None
-    ctx = _Context(Path(base_dir), env)
+    ctx = _Context(Path(base_dir), env, biller_secrets)
     for name in raw:
         if name not in _SECTIONS:
             raise ConfigError(name, "unknown key")
@@ -610,13 +632,17 @@ def parse_config(
     )
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None, biller_secrets: bool = True
+) -> Config:
     """Read and validate the configuration file at ``path`` (environment: ``os.environ``).
 
     Raises :class:`~billhub.errors.ConfigError` with key ``config`` if the file cannot
     be read, else as :func:`parse_config`.
     """
     p = Path(path).expanduser().absolute()
+    if p.is_dir():
+        raise ConfigError("config", f"{p} is a folder, not a configuration file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -625,4 +651,9 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         raise ConfigError("config", f"not UTF-8: {p}") from None
     except OSError as exc:
         raise ConfigError("config", f"cannot read {p}: {exc.strerror}") from None
-    return parse_config(text, base_dir=p.parent, env=os.environ if env is None else env)
+    return parse_config(
+        text,
+        base_dir=p.parent,
+        env=os.environ if env is None else env,
+        biller_secrets=biller_secrets,
+    )

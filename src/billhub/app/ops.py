@@ -33,6 +33,7 @@ from billhub.journal.factory import build_journal, describe
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentRecord, ReversalRecord, TaskRecord
 from billhub.pipeline.ports import JournalReader
+from billhub.settlement.calendar import parse_settlement_mmdd
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9100"
 
@@ -43,22 +44,48 @@ class OpsError(BillhubError):
 
 def add_ops_parsers(sub: Any) -> None:
     """Register ``status`` and ``journal show`` on the ``billhub`` sub-parsers."""
-    st = sub.add_parser("status", help="links, billers, backlog and today's totals of a hub")
+    about = "links, billers, resolver backlog and today's totals of a running hub"
+    st = sub.add_parser(
+        "status",
+        help=about,
+        description=about + ", read from its admin port.",
+        epilog="examples:\n  billhub status\n  billhub status --url http://10.0.0.5:9100 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     st.add_argument(
-        "--url", default=DEFAULT_ADMIN_URL, help=f"admin port (default {DEFAULT_ADMIN_URL})"
+        "--url",
+        default=DEFAULT_ADMIN_URL,
+        help=f"the hub's admin port (default {DEFAULT_ADMIN_URL})",
     )
     st.add_argument("--json", action="store_true", help="print the status API's JSON")
-    st.add_argument("--timeout", type=float, default=5.0)
+    st.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)"
+    )
     st.set_defaults(func=cmd_status)
 
-    j = sub.add_parser("journal", help="read the journal")
-    jsub = j.add_subparsers(dest="journal_command", required=True)
-    show = jsub.add_parser("show", help="one transaction's whole story, by RRN")
+    j = sub.add_parser(
+        "journal", help="read the journal", description="Read the hub's journal (read-only)."
+    )
+    jsub = j.add_subparsers(dest="journal_command", required=True, metavar="COMMAND")
+    about = "one transaction's whole story, by RRN"
+    show = jsub.add_parser(
+        "show",
+        help=about,
+        description=about + ": request, answer, posting, resolver work, reversal. "
+        "Read-only, safe beside a running hub; the billers' tokens are not needed.",
+        epilog="examples:\n  billhub journal show --rrn 000000000042 --config billhub.toml\n"
+        "  billhub journal show --rrn 000000000042 --date 2026-11-24 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     show.add_argument("--rrn", required=True, help="retrieval reference number (DE 37)")
-    show.add_argument("--config", default="billhub.toml", help="the hub's configuration")
-    show.add_argument("--journal", default=None, help="journal file (instead of --config)")
+    show.add_argument(
+        "--config", default="billhub.toml", help="the hub's configuration (default billhub.toml)"
+    )
+    show.add_argument("--journal", default=None, help="SQLite journal file (instead of --config)")
     show.add_argument("--acquirer", default=None, help="DE 32, when the RRN is not unique")
-    show.add_argument("--date", default=None, help="settlement date MMDD (DE 15)")
+    show.add_argument(
+        "--date", default=None, help="settlement date, YYYY-MM-DD (or MMDD as in DE 15)"
+    )
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_journal_show)
 
@@ -244,7 +271,7 @@ class Story:
 def _journal_config(args: argparse.Namespace) -> JournalConfig:
     if args.journal:
         return JournalConfig(kind="sqlite", path=Path(args.journal))
-    return load_config(Path(args.config)).journal
+    return load_config(Path(args.config), biller_secrets=False).journal
 
 
 async def read_stories(
@@ -397,8 +424,12 @@ def render_story(s: Story) -> str:
 
 
 def cmd_journal_show(args: argparse.Namespace) -> int:
+    try:
+        mmdd = parse_settlement_mmdd(args.date) if args.date is not None else None
+    except ValueError as exc:
+        raise OpsError(f"--date: {exc}") from None
     config = _journal_config(args)
-    stories = asyncio.run(read_stories(config, args.rrn, acquirer=args.acquirer, mmdd=args.date))
+    stories = asyncio.run(read_stories(config, args.rrn, acquirer=args.acquirer, mmdd=mmdd))
     if not stories:
         raise OpsError(
             f"no payment or reversal with RRN {args.rrn.strip()} in {describe(config)} "

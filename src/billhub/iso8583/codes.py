@@ -25,6 +25,24 @@ DUPLICATE: Final = "94"
 RECONCILE_ERROR: Final = "95"
 MALFUNCTION: Final = "96"
 
+#: What each code means, as the switch interface names it (specs/response-codes.md).
+MEANINGS: Final = {
+    APPROVED: "approved",
+    INVALID_TRANSACTION: "invalid transaction",
+    INVALID_AMOUNT: "invalid amount",
+    INVALID_ACCOUNT: "invalid subscriber account",
+    NO_ORIGINAL: "unable to locate original",
+    FORMAT_ERROR: "format error",
+    NOTHING_DUE: "nothing due",
+    NOT_PERMITTED: "transaction not permitted",
+    CUTOFF: "cutoff in process",
+    UNAVAILABLE: "biller unavailable",
+    UNKNOWN_BILLER: "unknown biller: no [[billers]] entry has this code",
+    DUPLICATE: "duplicate transmission",
+    RECONCILE_ERROR: "reconcile error",
+    MALFUNCTION: "system malfunction",
+}
+
 # -- DE 70 network management codes -----------------------------------------------------
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"

@@ -33,6 +33,42 @@ def resolve_mmdd(mmdd: str, today: date) -> date:
     return best
 
 
+def parse_day(text: str) -> date:
+    """A date typed by a person: ``YYYY-MM-DD`` only, the one format of the command line.
+
+    Raises ``ValueError`` with a one-line reason that repeats what was typed.
+    """
+    value = text.strip()
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise ValueError(f"{value!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-24")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a calendar date (YYYY-MM-DD)") from None
+
+
+def parse_settlement_mmdd(text: str) -> str:
+    """A settlement date typed by a person, as the wire's MMDD (DE 15).
+
+    ``YYYY-MM-DD`` like every date of the command line, or ``MMDD`` as the switch sends
+    it (``1124``), because an operator copying DE 15 from a log has that. Raises
+    ``ValueError`` with a one-line reason.
+    """
+    value = text.strip()
+    if len(value) == 4 and value.isdigit():
+        try:
+            date(2024, int(value[:2]), int(value[2:]))  # a leap year: 0229 is an MMDD
+        except ValueError:
+            raise ValueError(f"{value!r} is not a month and day (MMDD)") from None
+        return value
+    try:
+        return parse_day(value).strftime("%m%d")
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a date: write YYYY-MM-DD (or MMDD as in DE 15)"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class CutoverOutcome:
     """How a cutover request is answered, and the new open day if it moved."""

@@ -61,6 +61,7 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from billhub.settlement.calendar import parse_day
 from billhub.simulator.demo_data import AccountStatus, DemoAccount, generate_accounts
 
 __all__ = [
@@ -351,7 +352,7 @@ class RestBiller:
         if not token:
             raise ValueError("token must not be empty")
         if not _RECEIPT_PREFIX_RE.fullmatch(receipt_prefix):
-            raise ValueError("receipt_prefix must be 1-8 ASCII letters or digits")
+            raise ValueError("the receipt prefix must be 1 to 8 ASCII letters or digits")
         self._ledger = _Ledger(accounts, receipt_prefix)
         self._token = token.encode()
         self._faults = faults if faults is not None else Faults()
@@ -611,13 +612,16 @@ async def run_rest_biller(
     ssl_context: ssl.SSLContext | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[str, int], None] | None = None,
+    receipt_prefix: str = "RC",
 ) -> None:
     """Serve until ``stop`` is set (or forever, until cancelled), then shut down cleanly.
 
     ``on_listening(host, port)`` is called once the socket accepts connections, so a
     parent process can wait for it instead of polling the port.
     """
-    biller = RestBiller(accounts, token, faults=faults, ssl_context=ssl_context)
+    biller = RestBiller(
+        accounts, token, faults=faults, ssl_context=ssl_context, receipt_prefix=receipt_prefix
+    )
     bound = await biller.start(host, port)
     try:
         if on_listening is not None:
@@ -643,34 +647,67 @@ def _server_ssl_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLCo
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m billhub.simulator.rest_biller",
-        description="Demo electricity biller speaking the REST contract of specs/BILLERS.md, section 1.",
+        description="A demo electricity biller speaking the REST contract of specs/BILLERS.md "
+        "(section 1), over HTTP or HTTPS, with made-up subscribers. It prints "
+        "'listening HOST:PORT' when ready and stops on SIGTERM or Ctrl-C.",
+        epilog="examples:\n"
+        "  python -m billhub.simulator.rest_biller --port 8010 --token dev-token\n"
+        "  python -m billhub.simulator.rest_biller --port 8010 --token dev-token "
+        "--today 2026-11-24 --post-delay-ms 1500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
     p.add_argument(
         "--token",
         default=os.environ.get("BILLHUB_DEMO_BILLER_TOKEN"),
-        help="bearer token (default: $BILLHUB_DEMO_BILLER_TOKEN)",
+        help="the bearer token the hub must send (default: $BILLHUB_DEMO_BILLER_TOKEN)",
     )
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--accounts", type=int, default=1000, help="number of demo subscribers")
-    p.add_argument("--prefix", default="01", help="2-digit governorate account prefix")
+    p.add_argument(
+        "--seed", type=int, default=1, help="seed of the made-up subscribers (default 1)"
+    )
+    p.add_argument(
+        "--accounts", type=int, default=1000, help="number of demo subscribers (default 1000)"
+    )
+    p.add_argument("--prefix", default="01", help="2-digit governorate account prefix (default 01)")
     p.add_argument(
         "--today",
-        type=date.fromisoformat,
+        type=_day,
         default=None,
         help="YYYY-MM-DD that the billing periods are relative to (default: the system date)",
     )
-    p.add_argument("--receipt-prefix", default="RC")
-    p.add_argument("--latency-ms", type=int, default=0)
-    p.add_argument("--post-delay-ms", type=int, default=0)
-    p.add_argument("--fail-status", type=int, default=None)
-    p.add_argument("--drop-after-post", action="store_true")
-    p.add_argument("--hang", action="store_true")
+    p.add_argument(
+        "--receipt-prefix", default="RC", help="first letters of its receipts (default RC)"
+    )
+    p.add_argument(
+        "--latency-ms", type=int, default=0, help="fault: wait this long before every answer"
+    )
+    p.add_argument(
+        "--post-delay-ms",
+        type=int,
+        default=0,
+        help="fault: wait this long before answering a payment (posted all the same)",
+    )
+    p.add_argument(
+        "--fail-status", type=int, default=None, help="fault: answer every call with this status"
+    )
+    p.add_argument(
+        "--drop-after-post",
+        action="store_true",
+        help="fault: post a payment, then drop the connection without answering",
+    )
+    p.add_argument("--hang", action="store_true", help="fault: never answer")
     p.add_argument("--cert", help="server certificate (PEM): serve HTTPS")
     p.add_argument("--key", help="server private key (PEM)")
     p.add_argument("--client-ca", help="CA (PEM) that client certificates must chain to: mTLS")
     return p
+
+
+def _day(text: str) -> date:
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -683,6 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cert and --key go together")
     if args.client_ca is not None and args.cert is None:
         parser.error("--client-ca needs --cert and --key")
+    if not _RECEIPT_PREFIX_RE.fullmatch(args.receipt_prefix):
+        parser.error("--receipt-prefix must be 1 to 8 ASCII letters or digits")
     try:
         faults = Faults(
             latency_ms=args.latency_ms,
@@ -718,6 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ssl_context=ssl_context,
                 stop=stop,
                 on_listening=announce,
+                receipt_prefix=args.receipt_prefix,
             )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

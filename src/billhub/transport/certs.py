@@ -235,8 +235,7 @@ def init_dev_certs(
     if existing and not force:
         raise ConfigError(
             "certs",
-            f"{directory} already holds {', '.join(existing)};"
-            " use --force (force=True) to replace them",
+            f"{directory} already holds {', '.join(existing)}; use --force to replace them",
         )
     directory.mkdir(parents=True, exist_ok=True)
 
