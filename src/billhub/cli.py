@@ -76,7 +76,7 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
         Path(args.dir), hub_name=args.hub_name, switch_name=args.switch_name, force=args.force
     )
     for role, path in sorted(paths.items()):
-        print(f"  {CERT_ROLES.get(role, path.name):<34} {path}")
+        print(f"  {CERT_ROLES.get(role, path.name):<36} {path}")
     print("development certificates only: never use these keys in production")
     return 0
 

@@ -589,7 +589,9 @@ class BatchConnector:
         try:
             entries = [e for e in os.scandir(inbox) if e.is_file() and not e.name.startswith(".")]
         except OSError as exc:
-            raise BillerUnavailable(f"cannot read batch inbox {inbox}: {exc.strerror}") from None
+            raise BillerUnavailable(
+                f"biller {self.code}: cannot read its batch inbox {inbox}: {exc.strerror or exc}"
+            ) from None
         ours: list[tuple[tuple[date, int], str]] = []
         ignored: list[str] = []
         for entry in entries:
