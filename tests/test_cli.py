@@ -186,3 +186,91 @@ def test_dockerfile_copies_only_paths_that_exist() -> None:
     assert re.search(r"^USER\s+(?!root)\S+", text, re.M), "the image runs as a non-root user"
     assert "HEALTHCHECK" in text and re.search(r"^ENTRYPOINT\s+\[\"billhub\"\]", text, re.M)
     assert os.path.exists(ROOT / "pyproject.toml")
+
+
+def test_dockerfile_state_volume_ports_pinned_base_and_locked_versions() -> None:
+    """The image as operators run it: what its comment promises is what it declares."""
+    text = (ROOT / "Dockerfile").read_text("utf-8")
+    base = re.search(r"^FROM\s+(\S+)", text, re.M)
+    assert base and re.fullmatch(
+        r"[\w./-]+(:\d+\.\d+\.\d+[\w.-]*|@sha256:[0-9a-f]{64})", base[1]
+    ), f"base image {base and base[1]} is not pinned to an exact version or digest"
+    volume = re.search(r"^VOLUME\s+\[\"([^\"]+)\"\]", text, re.M)
+    assert volume and volume[1] == "/var/lib/billhub"
+    assert re.search(r"^WORKDIR\s+/var/lib/billhub", text, re.M)
+    assert re.search(r"^RUN pip install --no-deps -r requirements\.lock", text, re.M)
+    assert "pip check" in text
+    cmd = re.search(r'^CMD\s+\["serve", "--config", "([^"]+)"\]', text, re.M)
+    assert cmd and cmd[1] == "/etc/billhub/billhub.toml"
+    assert "/etc/billhub:ro" in text and "docker/billhub.toml" in text
+
+    # The container's configuration: absolute paths, state in the volume, admin reachable.
+    raw = (ROOT / "docker" / "billhub.toml").read_text("utf-8")
+    for value in re.findall(r'(?:path|_file|inbox|outbox)\s*=\s*"([^"]+)"', raw):
+        assert value.startswith("/"), f"docker/billhub.toml: {value} is relative"
+    assert re.search(r'\[admin\]\s*(?:#.*\n)*host = "0\.0\.0\.0"', raw)
+    assert 'path = "/var/lib/billhub/billhub.db"' in raw
+    exposed = set(re.findall(r"^EXPOSE\s+(.+)$", text, re.M)[0].split())
+    assert {"8583", "9100"} <= exposed
+    assert "http://127.0.0.1:9100/healthz" in text
+
+    # The Compose example mounts the same places and publishes the same ports.
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text("utf-8"))
+    svc = compose["services"]["billhub"]
+    targets = {v.split(":")[1] for v in svc["volumes"]}
+    assert {"/etc/billhub", "/var/lib/billhub", "/srv/exchange"} <= targets
+    assert any(v.endswith(":/etc/billhub:ro") for v in svc["volumes"])
+    assert {p.rsplit(":", 1)[1] for p in svc["ports"]} == {"8583", "9100"}
+    assert "billhub-state" in compose["volumes"]
+
+    ignored = (ROOT / ".dockerignore").read_text("utf-8").split()
+    assert {".git", ".venv", "certs", "*.key", "billhub.toml", "*.db"} <= set(ignored)
+
+
+def test_gitignore_covers_what_a_hub_in_the_repository_root_writes() -> None:
+    listed = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "--no-index",
+            "billhub.toml",
+            "billhub.db",
+            "billhub.db-wal",
+            "batch-0020.db",
+            "batch-0020.db-shm",
+            "exchange/0020/inbox/x.csv",
+            "reports/a.html",
+            "certs/hub.key",
+            "demo-run/journal.db",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert len(listed) == 9, listed
+
+
+def test_requirements_lock_belongs_to_pyproject(tmp_path: Path) -> None:
+    check = [sys.executable, str(ROOT / ".ci" / "lock.py"), "--check"]
+    ok = subprocess.run(check, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    # A copy whose pyproject gained a dependency: the check names the problem.
+    (tmp_path / ".ci").mkdir()
+    for name in (".ci/lock.py", "requirements.lock", "pyproject.toml"):
+        (tmp_path / name).write_text((ROOT / name).read_text("utf-8"), "utf-8")
+    py = tmp_path / "pyproject.toml"
+    py.write_text(
+        py.read_text("utf-8").replace('"asyncpg>=0.30,<1",', '"asyncpg>=0.30,<1",\n  "rich>=13",'),
+        "utf-8",
+    )
+    stale = subprocess.run(
+        [sys.executable, str(tmp_path / ".ci" / "lock.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stale.returncode == 1
+    assert "rich is not pinned" in stale.stderr and "changed since" in stale.stderr
