@@ -222,3 +222,24 @@ def test_read_only_commands_load_the_configuration_without_billers_secrets(
     out = run("report", "2026-11-24", "--config", str(cfg), cwd=tmp_path)
     assert "UNSET_TOKEN_FOR_TEST" not in out.stderr
     one_line(out, "no journal at")
+
+
+def test_status_with_no_hub_names_the_url(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1"
+    line = one_line(run("status", "--url", url, cwd=tmp_path), url)
+    assert "refused" in line.lower()
+
+
+def test_serve_on_a_port_in_use_names_the_key_and_the_address(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from tests.hubharness import base_config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "billhub.toml"
+        cfg.write_text(base_config(pki, tmp_path / "journal.db", port=port), "utf-8")
+        line = one_line(run("serve", "--config", str(cfg), cwd=tmp_path), "link.port")
+    assert f"127.0.0.1:{port}" in line and "address already in use" in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -20,6 +21,7 @@ from billhub.app.dispatch import HubDispatcher
 from billhub.app.runtime import RandomIds, SystemClock, utc_today
 from billhub.config import Config
 from billhub.connectors.registry import FILE_KINDS, ConnectorContext, build_biller
+from billhub.errors import ConfigError
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
 from billhub.journal.factory import JournalSet, build_journal, describe
@@ -93,7 +95,11 @@ class Hub:
         self._tasks.append(loop.create_task(self.resolver.run()))
         if any(b.exchanges_files for b in self.billers.values()):
             self._tasks.append(loop.create_task(self._poll_periodically()))
-        port = await self.server.start(self.config.link.host, self.config.link.port)
+        link = self.config.link
+        try:
+            port = await self.server.start(link.host, link.port)
+        except OSError as exc:
+            raise ConfigError("link.port", _cannot_listen(link.host, link.port, exc)) from None
         if self.config.admin.enabled:
             self.admin = self.obs.admin_server(
                 links=lambda: self.server.links,
@@ -102,7 +108,13 @@ class Hub:
                 business_day=lambda: self.day.current or utc_today(),
                 listening=lambda: self.server.listening,
             )
-            self.admin_port = await self.admin.start(self.config.admin.host, self.config.admin.port)
+            admin = self.config.admin
+            try:
+                self.admin_port = await self.admin.start(admin.host, admin.port)
+            except OSError as exc:
+                raise ConfigError(
+                    "admin.port", _cannot_listen(admin.host, admin.port, exc)
+                ) from None
         return port
 
     async def load_bills_files(self) -> list[InboxFile]:
@@ -135,6 +147,12 @@ class Hub:
         await self.stores.close()
         if self.admin is not None:
             await self.admin.stop()
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """A failed bind as one line: the address and the reason, not the exception's text."""
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"cannot listen on {host}:{port}: {why}"
 
 
 def _settle_heap() -> None:

@@ -108,9 +108,15 @@ def fetch_status(url: str, timeout: float) -> dict[str, Any]:
             raise OpsError(f"{base}: not found (is this a billhub admin port?)") from None
         raise OpsError(f"{base}: HTTP {exc.code}") from None
     except urllib.error.URLError as exc:
-        raise OpsError(f"cannot reach the hub's admin port at {url}: {exc.reason}") from None
-    except (TimeoutError, OSError) as exc:
-        raise OpsError(f"cannot reach the hub's admin port at {url}: {exc}") from None
+        reason = exc.reason
+        why = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        raise OpsError(f"cannot reach the hub's admin port at {url}: {why}") from None
+    except TimeoutError:
+        raise OpsError(f"cannot reach the hub's admin port at {url}: no answer in time") from None
+    except OSError as exc:
+        raise OpsError(
+            f"cannot reach the hub's admin port at {url}: {exc.strerror or exc}"
+        ) from None
     try:
         data = json.loads(raw)
     except ValueError:
