@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,8 @@ class PgDatabase:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._failing = False
+        #: Since when (monotonic) the database has answered without a failure.
+        self._up_since: float | None = None
         self.commits = 0
 
     # -- life cycle ------------------------------------------------------------------
@@ -141,7 +144,10 @@ class PgDatabase:
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                # No floor: asyncpg restores a floor by retrying in the background
+                # while the server is down, logging a traceback each second. Connections
+                # are kept between uses all the same, and opened again on demand.
+                min_size=0,
                 max_size=self._pool_size,
                 command_timeout=self._timeout,
                 timeout=self._timeout,
@@ -169,6 +175,7 @@ class PgDatabase:
             await self._pool.close()
             self._pool = None
             raise
+        self._up_since = time.monotonic()
         if not self._read_only:
             loop = asyncio.get_running_loop()
             for i in range(self._writers_n):
@@ -244,6 +251,17 @@ class PgDatabase:
                 self._report_failure(exc)
             else:
                 self._report_ok()
+                if self._up_since is None:
+                    self._up_since = time.monotonic()
+
+    def answering_for(self) -> float:
+        """How long the database has answered without a failure (0 while failing).
+
+        After an outage every instance's heartbeat is old at once; until this
+        instance has answered for a whole lease, the others have had the time to
+        beat again, and only then may an old beat mean an instance is gone.
+        """
+        return 0.0 if self._up_since is None else time.monotonic() - self._up_since
 
     # -- reads and single statements ------------------------------------------------------
 
@@ -405,10 +423,13 @@ class PgDatabase:
 
     def _report_failure(self, exc: BaseException) -> None:
         self._failing = True
+        self._up_since = None
         if self._health is not None:
             self._health.write_failed(write_failure(exc), _reason(exc))
 
     def _report_ok(self) -> None:
+        if self._up_since is None:
+            self._up_since = time.monotonic()
         if self._failing:
             self._failing = False
             if self._health is not None:

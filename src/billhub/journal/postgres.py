@@ -202,6 +202,10 @@ class PgJournal:
         return result
 
     async def unfinished_payments(self) -> list[PaymentRecord]:
+        if self.db.answering_for() < self.db.lease_s:
+            # Just back from an outage (or just started): a beat older than the lease
+            # may be a live instance that could not beat either. Asked again later.
+            return []
         rows = await self.db.fetch(
             f"{_SELECT_PAYMENT} p WHERE state='posting' AND "
             "(instance IS NULL OR (instance <> $1 AND NOT EXISTS (SELECT 1 FROM instances i "
