@@ -34,6 +34,7 @@ from billhub.transport.tls import client_context
 
 TOKEN = "instances-test-token"
 BILLER = "100001"
+BATCH = "100002"
 
 
 def start_biller(*args: str) -> tuple[subprocess.Popen[str], int]:
@@ -70,8 +71,10 @@ def pg_hub_config(
     quiet_s: float = 1.0,
     lease_s: float = 2.0,
     claim_s: float = 3.0,
+    batch: tuple[Path, Path] | None = None,
 ) -> str:
-    """One instance's configuration: its own ports (0: free ones), the shared journal."""
+    """One instance's configuration: its own ports (0: free ones), the shared journal;
+    ``batch``: also the batch biller ``100002`` on these (shared) inbox and outbox."""
     text = base_config(pki, Path("unused.db"), answer_budget_s=budget_s + 2)
     head, _, _ = text.rpartition("[journal]")
     return (
@@ -95,6 +98,17 @@ budget_s = {budget_s}
 max_concurrency = 32
 rest = {{ base_url = "http://127.0.0.1:{biller_port}", token = "{TOKEN}" }}
 """
+        + (
+            ""
+            if batch is None
+            else f"""[[billers]]
+code = "{BATCH}"
+name = "Rural Damascus"
+kind = "batch"
+budget_s = {budget_s}
+batch = {{ inbox = "{batch[0]}", outbox = "{batch[1]}" }}
+"""
+        )
     )
 
 

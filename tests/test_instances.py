@@ -10,19 +10,21 @@ locks), the switch must never get two answers for one key.
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.instancesharness import BILLER, Cluster, start_cluster
+from tests.instancesharness import BATCH, BILLER, Cluster, start_cluster
 from tests.txharness import TODAY, mmdd
 
 from billhub.errors import BillhubError
 from billhub.iso8583.de48 import parse_tlv
 from billhub.iso8583.message import Message
 from billhub.simulator import messages as m
-from billhub.simulator.demo_data import DemoAccount, generate_accounts
+from billhub.simulator.demo_data import DemoAccount, generate_accounts, write_bills_file
 from billhub.simulator.switch import SwitchLink
 
 ACCOUNTS = generate_accounts("01", 400, 7, today=TODAY)
@@ -265,3 +267,52 @@ async def test_sigkill_of_one_instance_mid_traffic(cluster: Cluster) -> None:
         f"\nanswered before the kill {len(before)}, approved {approved}, "
         f"A's payments {len(of_a)}, of them taken over by B {len(taken_over)}"
     )
+
+
+def _bills_file_events(cluster: Cluster) -> list[str]:
+    """The outcome of every bills file an instance took in, from the instances' logs."""
+    out = []
+    for inst in cluster.instances:
+        for line in inst.log.read_text().splitlines():
+            if '"bills_file"' in line:
+                out.append(json.loads(line)["outcome"])
+    return out
+
+
+async def test_a_batch_biller_on_two_instances(cluster: Cluster, tmp_path: Path) -> None:
+    """One bills file, two instances starting together: loaded once, the same bills on
+    both; a bill paid on one is taken on the other; one payments file at cutover."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    outbox.mkdir()
+    accounts = [a for a in generate_accounts("02", 40, 12, today=TODAY) if a.status == "active"]
+    write_bills_file(inbox, BATCH, accounts, day=TODAY)
+    a, b = await asyncio.gather(
+        *(asyncio.to_thread(cluster.start_instance, n, batch=(inbox, outbox)) for n in "ab")
+    )
+    assert _bills_file_events(cluster).count("loaded") == 1, "the file is loaded once"
+    on_a, on_b = await cluster.link(a), await cluster.link(b)
+    payable = [x for x in accounts if x.bills and not x.partial_allowed]
+    for x in payable[:5]:
+        ask = [m.inquiry(BATCH, x.account, f"5{i:011d}") for i in range(2)]
+        seen = [await on_a.request(ask[0]), await on_b.request(ask[1])]
+        assert seen[0].fields[4] == seen[1].fields[4] == f"{x.total_due:012d}"
+
+    first, second = payable[0], payable[1]
+    bill = first.bills[0]
+    paid = [
+        m.payment(BATCH, first.account, "600000000001", bill.amount, mmdd(), bill_id=bill.bill_id),
+        m.payment(BATCH, first.account, "600000000002", bill.amount, mmdd(), bill_id=bill.bill_id),
+    ]
+    assert (await on_a.request(paid[0])).fields[39] == "00"
+    assert (await on_b.request(paid[1])).fields[39] == "51", "the bill is taken on B too"
+    on_b_paid = m.payment(BATCH, second.account, "600000000003", second.total_due, mmdd())
+    assert (await on_b.request(on_b_paid)).fields[39] == "00"
+
+    assert (await on_a.cutover(mmdd(TOMORROW))).fields[39] == "00"
+    files = sorted(outbox.glob(f"payments-{BATCH}-*.csv"))
+    assert [f.name for f in files] == [f"payments-{BATCH}-{TODAY:%Y%m%d}.csv"]
+    rows = list(csv.reader(files[0].read_text().splitlines()))
+    approved = sorted(r[6].strip() for r in rows[1:-1] if r[-1] == "approved")
+    assert approved == ["600000000001", "600000000003"], "both instances' payments, once"
+    assert rows[-1][:3] == ["TOTAL", "2", str(bill.amount + second.total_due)]
