@@ -120,7 +120,7 @@ async def test_postgresql_cut_and_stopped_mid_traffic(
     private_pg.stop("immediate")
     down_at = time.monotonic()
     body = await _ready(a, False)
-    assert body["journal"] == "failing" or "journal" in str(body)
+    assert body["journal"] in ("failing", "error", "timeout"), body
     inquiry = await link.request(m.inquiry(BILLER, pay(len(BILLS) - 1).fields[102], "999999000001"))
     assert inquiry.fields[39] in ("00", "91"), "an inquiry needs no journal or says 91"
     await asyncio.sleep(2.0)  # the switch keeps paying while the journal is down

@@ -356,7 +356,11 @@ class PgDatabase:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            # A share of what is queued, not all of it: the ops of one group run one
+            # after the other on one connection, so 64 payments taken by one writer
+            # waited 64 round trips while the other writers sat idle.
+            share = min(_MAX_BATCH, -(-len(self._queue) // self._writers_n))
+            batch, self._queue = self._queue[:share], self._queue[share:]
             if self._queue:
                 self._wake.set()  # another writer takes the rest meanwhile
             await self._run_batch(batch)
@@ -369,6 +373,10 @@ class PgDatabase:
                 try:
                     results = await self._run_group(conn, batch)
                 except _OpFailed:
+                    results = [await self._run_single(conn, op) for op, _ in batch]
+                except _Locked:
+                    # Two groups crossed on two keys (a deadlock the server broke):
+                    # each op alone cannot cross another.
                     results = [await self._run_single(conn, op) for op, _ in batch]
         except Exception as exc:  # no connection, or the connection died mid-batch
             self._report_failure(exc)
@@ -403,6 +411,8 @@ class PgDatabase:
                 try:
                     out.append((True, await op(conn)))
                 except (asyncpg.PostgresError, JournalError) as exc:
+                    if write_failure(exc) == "locked" and len(batch) > 1:
+                        raise _Locked from exc
                     if _is_fault(exc):
                         raise  # the database's fault: the whole group fails
                     raise _OpFailed from exc
@@ -460,6 +470,10 @@ def rows_changed(status: str) -> int:
 
 class _OpFailed(Exception):
     """One op of a group raised: the group is redone op by op."""
+
+
+class _Locked(Exception):
+    """A group lost a deadlock: it is redone op by op."""
 
 
 def _reason(exc: BaseException) -> str:
