@@ -132,6 +132,11 @@ class JournalConfig:
     path: Path | None = None
     dsn: str | None = field(default=None, repr=False)
     group_commit_ms: float = 2.0
+    #: PostgreSQL, several instances: an instance whose heartbeat is older than this is
+    #: gone (its unfinished payments are recovered by the others).
+    lease_s: float = 10.0
+    #: PostgreSQL: how long a resolver task taken by an instance stays its own.
+    claim_s: float = 30.0
 
     @property
     def group_commit_s(self) -> float:
@@ -475,12 +480,22 @@ def _journal(t: _Table) -> JournalConfig:
     group_commit_ms = t.number("group_commit_ms", 2.0, positive=False)
     if kind == "sqlite":
         t.forbid("dsn", 'is only used with kind = "postgresql"')
+        t.forbid("lease_s", 'is only used with kind = "postgresql"')
+        t.forbid("claim_s", 'is only used with kind = "postgresql"')
         path = t.path_value("path") or t.ctx.base_dir / "billhub.db"
         cfg = JournalConfig(kind="sqlite", path=path, group_commit_ms=group_commit_ms)
     else:
         t.forbid("path", 'is only used with kind = "sqlite"')
         dsn = t.required_string("dsn")
-        cfg = JournalConfig(kind="postgresql", dsn=dsn, group_commit_ms=group_commit_ms)
+        lease_s = t.number("lease_s", 10.0)
+        claim_s = t.number("claim_s", 30.0)
+        cfg = JournalConfig(
+            kind="postgresql",
+            dsn=dsn,
+            group_commit_ms=group_commit_ms,
+            lease_s=lease_s,
+            claim_s=claim_s,
+        )
     t.done()
     return cfg
 

@@ -21,7 +21,7 @@ from billhub.app.dispatch import HubDispatcher
 from billhub.app.runtime import RandomIds, SystemClock, utc_today
 from billhub.config import Config
 from billhub.connectors.registry import FILE_KINDS, ConnectorContext, build_biller
-from billhub.errors import ConfigError
+from billhub.errors import ConfigError, JournalError
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
 from billhub.journal.factory import JournalSet, build_journal, describe
@@ -95,6 +95,8 @@ class Hub:
         self._tasks.append(loop.create_task(self.resolver.run()))
         if any(b.exchanges_files for b in self.billers.values()):
             self._tasks.append(loop.create_task(self._poll_periodically()))
+        if self.config.journal.kind == "postgresql":  # a journal other instances share
+            self._tasks.append(loop.create_task(self._take_over_periodically()))
         link = self.config.link
         try:
             port = await self.server.start(link.host, link.port)
@@ -135,6 +137,28 @@ class Hub:
                 await self.load_bills_files()
             except Exception as exc:  # keep polling; the reason is logged
                 get_logger("billhub.batch").error("bills_file_poll_failed", error=str(exc))
+
+    async def _take_over_periodically(self) -> None:
+        """Recover the payments an instance that died left half-way, while this one runs.
+
+        Start-up recovery alone would leave them ``POSTING`` until some instance
+        restarts: their repeats would get `91` while the biller may hold them. The
+        journal hands over only the payments of instances whose heartbeat ran out.
+        """
+        log = get_logger("billhub")
+        interval = self.config.journal.lease_s / 2
+        quiet = timedelta(seconds=self.config.resolver.quiet_period_s)
+        while True:
+            await asyncio.sleep(interval)
+            now = SystemClock().now()
+            try:
+                taken = await recover_unfinished(self.stores.journal, now, now + quiet)
+            except JournalError as exc:  # the journal's own health reports it; try again
+                log.warning("take_over_failed", error=str(exc))
+                continue
+            if taken:
+                log.warning("took_over_uncertain_payments", count=len(taken))
+                self.resolver.wake()
 
     async def stop(self, grace: float) -> None:
         await self.server.shutdown(grace)
@@ -269,6 +293,7 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
         day=day,
         now=clock.now,
         on_finding=obs.reconciliation_finding,
+        refresh=closer.refresh,
     )
     handler = HubDispatcher(spec.rules, pipeline, closer, reconciler)
     lc = config.link

@@ -46,6 +46,8 @@ _INSERT_FILE = (
     "INSERT INTO bills_files (biller, name, sha256, file_order, row_count, loaded_on, seq) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+#: Rows per statement when a bills file is loaded into PostgreSQL.
+_LOAD_SLICE = 5_000
 _UPSERT_BILL = (
     "INSERT INTO bills (biller, bill_id, account, customer_name, period, due_date, amount, "
     "status, file_order, row_no, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -277,11 +279,15 @@ class PgBillsStore:
                 loaded_on.isoformat(),
                 seq,
             )
-            await conn.executemany(
-                sql_for(_UPSERT_BILL, postgres=True),
-                [_bill(biller, r, file_order, seq) for r in rows],
-            )
-            await conn.executemany(numbered(_UPSERT_NAME), _names(biller, rows, file_order))
+            # In slices: the statement time-out bounds each call, and a ministry's bills
+            # file (100,000 rows and more) as one call outlasted it on a busy server.
+            bills = [_bill(biller, r, file_order, seq) for r in rows]
+            for i in range(0, len(bills), _LOAD_SLICE):
+                upsert = sql_for(_UPSERT_BILL, postgres=True)
+                await conn.executemany(upsert, bills[i : i + _LOAD_SLICE])
+            names = _names(biller, rows, file_order)
+            for i in range(0, len(names), _LOAD_SLICE):
+                await conn.executemany(numbered(_UPSERT_NAME), names[i : i + _LOAD_SLICE])
             applied = {r[0] for r in await conn.fetch(numbered(_APPLIED), biller, seq)}
             conflicts = [r[0] for r in await conn.fetch(numbered(_CONFLICTS), biller, seq)]
             return _load_result(None, rows, applied, conflicts)

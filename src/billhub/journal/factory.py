@@ -91,6 +91,8 @@ def build_journal(
             on_commit=on_commit,
             clock=clock,
             read_only=read_only,
+            lease_s=config.lease_s,
+            claim_s=config.claim_s,
         )
         return JournalSet(
             pg, SqlSettlementStore(pg.db), pg, PgBillsStore(pg.db), describe(config), pg

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,8 @@ class PgDatabase:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._failing = False
+        #: Since when (monotonic) the database has answered without a failure.
+        self._up_since: float | None = None
         self.commits = 0
 
     # -- life cycle ------------------------------------------------------------------
@@ -141,7 +144,10 @@ class PgDatabase:
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                # No floor: asyncpg restores a floor by retrying in the background
+                # while the server is down, logging a traceback each second. Connections
+                # are kept between uses all the same, and opened again on demand.
+                min_size=0,
                 max_size=self._pool_size,
                 command_timeout=self._timeout,
                 timeout=self._timeout,
@@ -169,6 +175,7 @@ class PgDatabase:
             await self._pool.close()
             self._pool = None
             raise
+        self._up_since = time.monotonic()
         if not self._read_only:
             loop = asyncio.get_running_loop()
             for i in range(self._writers_n):
@@ -244,6 +251,17 @@ class PgDatabase:
                 self._report_failure(exc)
             else:
                 self._report_ok()
+                if self._up_since is None:
+                    self._up_since = time.monotonic()
+
+    def answering_for(self) -> float:
+        """How long the database has answered without a failure (0 while failing).
+
+        After an outage every instance's heartbeat is old at once; until this
+        instance has answered for a whole lease, the others have had the time to
+        beat again, and only then may an old beat mean an instance is gone.
+        """
+        return 0.0 if self._up_since is None else time.monotonic() - self._up_since
 
     # -- reads and single statements ------------------------------------------------------
 
@@ -338,7 +356,11 @@ class PgDatabase:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            # A share of what is queued, not all of it: the ops of one group run one
+            # after the other on one connection, so 64 payments taken by one writer
+            # waited 64 round trips while the other writers sat idle.
+            share = min(_MAX_BATCH, -(-len(self._queue) // self._writers_n))
+            batch, self._queue = self._queue[:share], self._queue[share:]
             if self._queue:
                 self._wake.set()  # another writer takes the rest meanwhile
             await self._run_batch(batch)
@@ -351,6 +373,10 @@ class PgDatabase:
                 try:
                     results = await self._run_group(conn, batch)
                 except _OpFailed:
+                    results = [await self._run_single(conn, op) for op, _ in batch]
+                except _Locked:
+                    # Two groups crossed on two keys (a deadlock the server broke):
+                    # each op alone cannot cross another.
                     results = [await self._run_single(conn, op) for op, _ in batch]
         except Exception as exc:  # no connection, or the connection died mid-batch
             self._report_failure(exc)
@@ -385,6 +411,8 @@ class PgDatabase:
                 try:
                     out.append((True, await op(conn)))
                 except (asyncpg.PostgresError, JournalError) as exc:
+                    if write_failure(exc) == "locked" and len(batch) > 1:
+                        raise _Locked from exc
                     if _is_fault(exc):
                         raise  # the database's fault: the whole group fails
                     raise _OpFailed from exc
@@ -405,10 +433,13 @@ class PgDatabase:
 
     def _report_failure(self, exc: BaseException) -> None:
         self._failing = True
+        self._up_since = None
         if self._health is not None:
             self._health.write_failed(write_failure(exc), _reason(exc))
 
     def _report_ok(self) -> None:
+        if self._up_since is None:
+            self._up_since = time.monotonic()
         if self._failing:
             self._failing = False
             if self._health is not None:
@@ -439,6 +470,10 @@ def rows_changed(status: str) -> int:
 
 class _OpFailed(Exception):
     """One op of a group raised: the group is redone op by op."""
+
+
+class _Locked(Exception):
+    """A group lost a deadlock: it is redone op by op."""
 
 
 def _reason(exc: BaseException) -> str:

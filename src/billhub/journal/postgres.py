@@ -93,6 +93,7 @@ class PgJournal:
         on_commit: Callable[[int, float], None] | None = None,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
+        lease_s: float = 10.0,
         claim_s: float = 30.0,
     ) -> None:
         self.db = PgDatabase(
@@ -103,6 +104,8 @@ class PgJournal:
             on_commit=on_commit,
             clock=clock,
             read_only=read_only,
+            lease_s=lease_s,
+            heartbeat_s=min(2.0, lease_s / 4),
         )
         self.instance = self.db.instance
         self._claim_s = claim_s
@@ -154,9 +157,16 @@ class PgJournal:
     async def finish_payment(
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
+        params = _answer_params(record)
+
         async def op(conn: PgConn) -> None:
-            if rows_changed(await conn.execute(_UPDATE_ANSWER, *_answer_params(record))) != 1:
-                raise JournalError(f"no payment {record.payment_id}")
+            # Only while still POSTING: an instance whose heartbeat lapsed (a pause, a
+            # cut from the database) may have had the payment taken over as uncertain
+            # by another, whose resolver cancels it; an approval written over that
+            # would be a 00 the biller no longer holds.
+            status = await conn.execute(_UPDATE_ANSWER + " AND state='posting'", *params)
+            if rows_changed(status) != 1:
+                raise JournalError(f"payment {record.payment_id} is no longer being posted")
             if task is not None:
                 await self._insert_task(conn, task)
 
@@ -192,6 +202,10 @@ class PgJournal:
         return result
 
     async def unfinished_payments(self) -> list[PaymentRecord]:
+        if self.db.answering_for() < self.db.lease_s:
+            # Just back from an outage (or just started): a beat older than the lease
+            # may be a live instance that could not beat either. Asked again later.
+            return []
         rows = await self.db.fetch(
             f"{_SELECT_PAYMENT} p WHERE state='posting' AND "
             "(instance IS NULL OR (instance <> $1 AND NOT EXISTS (SELECT 1 FROM instances i "

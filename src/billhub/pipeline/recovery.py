@@ -6,6 +6,12 @@ is written only after the outcome is recorded): it becomes uncertain, `91` for
 its repeats (a key's answer is final, and the switch got none), with a resolve
 task whose "unknown" is final only after the quiet period, all in one commit,
 before the hub reads its first new request (specs/READINGS.md 17).
+
+On a journal several instances share, the payments of an instance that died are
+taken over the same way by the others while they run (the journal returns only
+those of instances gone). Two survivors may find the same payment at once: the
+outcome is written only where the row is still ``POSTING``, so one of them
+writes it and its task, and the other writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from billhub.pipeline.ports import Journal
 async def recover_unfinished(
     journal: Journal, now: datetime, not_before_final: datetime
 ) -> list[PaymentRecord]:
-    """Turn every ``POSTING`` payment into an uncertain one with its task; returns them."""
+    """Turn every ``POSTING`` payment into an uncertain one with its task; returns those
+    this call turned (not those another instance took meanwhile)."""
     unfinished = await journal.unfinished_payments()
     outcomes: list[tuple[PaymentRecord, ResolverTask | None]] = []
     for record in unfinished:
@@ -31,6 +38,6 @@ async def recover_unfinished(
             0, TaskKind.RESOLVE, record.payment_id, record.biller, 0, now, now, not_before_final
         )
         outcomes.append((record, task))
-    if outcomes:
-        await journal.write_outcomes(outcomes)
-    return unfinished
+    if not outcomes:
+        return []
+    return await journal.write_outcomes(outcomes, if_posting=True)

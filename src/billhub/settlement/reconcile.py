@@ -4,11 +4,15 @@ The hub answers with its own totals from the journal and `00` when they agree
 with the switch's, `95` when they do not; every disagreement is recorded as a
 finding with both sides' figures, never silently corrected. A repeated 0500 is
 compared and answered again (and recorded again: it is a new fact).
+
+With several hub instances, the cutover may have been taken by another one:
+a date that looks open here is looked up again (``refresh``) before the 0500 is
+answered `12`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 
 from billhub.iso8583 import codes as rc
@@ -31,6 +35,7 @@ class Reconciler:
         day: BusinessDay,
         now: Callable[[], datetime],
         on_finding: Callable[[str], None] = lambda _: None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.rules = rules
         self.store = store
@@ -38,6 +43,7 @@ class Reconciler:
         self.day = day
         self.now = now
         self.on_finding = on_finding
+        self.refresh = refresh
 
     async def handle(self, request: Message) -> Message:
         biller = request.fields.get(100, "")
@@ -47,6 +53,9 @@ class Reconciler:
         if d is None:
             return make_response(self.rules, request, rc.FORMAT_ERROR)
         current = self.day.current
+        if (current is None or d >= current) and self.refresh is not None:
+            await self.refresh()  # another instance may have closed it
+            current = self.day.current
         if current is None or d >= current:
             return make_response(self.rules, request, rc.INVALID_TRANSACTION)  # not closed yet
         switch = totals_of(request)

@@ -196,6 +196,10 @@ class _Payment:
     post_count: int = 0
     cancel_count: int = 0
     repeat_count: int = 0
+    #: Every status and cancel request for the payment, answered or no-op: how a test
+    #: sees that two hub instances never worked the same resolver task.
+    status_calls: int = 0
+    cancel_calls: int = 0
 
 
 class _Ledger:
@@ -301,6 +305,7 @@ class _Ledger:
         payment = self._payments.get(payment_id)
         if payment is None:
             raise Refusal(404, "unknown_payment", "payment never posted")
+        payment.cancel_calls += 1
         if payment.status == "cancelled":
             return
         for b, take in payment.allocations:
@@ -312,6 +317,7 @@ class _Ledger:
         payment = self._payments.get(payment_id)
         if payment is None:
             raise Refusal(404, "unknown_payment", "payment never posted")
+        payment.status_calls += 1
         return {"status": payment.status, "receipt": payment.receipt}
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -325,6 +331,8 @@ class _Ledger:
                 "post_count": p.post_count,
                 "cancel_count": p.cancel_count,
                 "repeat_count": p.repeat_count,
+                "status_calls": p.status_calls,
+                "cancel_calls": p.cancel_calls,
             }
             for p in self._payments.values()
         ]
