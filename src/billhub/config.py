@@ -58,8 +58,19 @@ __all__ = [
 SWITCH_WAIT_S = 30.0
 #: LINK-SPEC §1: "the hub accepts at least 256 at once per link".
 MIN_IN_FLIGHT = 256
-#: The database connector's questions (BILLERS §2), by the name their SQL is keyed on.
-DATABASE_QUERIES = ("open_bills", "post_payment", "cancel_payment", "payment_status")
+#: The database connector's statements (BILLERS §2), by the name their SQL is keyed on:
+#: the four questions, and the statements posting and cancelling take besides
+#: (``billhub.connectors.database.queries`` says what each does and may name).
+DATABASE_QUERIES = (
+    "open_bills",
+    "post_payment",
+    "cancel_payment",
+    "payment_status",
+    "pay_bill",
+    "add_payment_bill",
+    "payment_bills",
+    "unpay_bill",
+)
 
 BillerKind = Literal["rest", "batch", "database"]
 TlsVersion = Literal["1.2", "1.3"]

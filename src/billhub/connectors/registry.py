@@ -14,6 +14,7 @@ from pathlib import Path
 
 from billhub.config import BillerConfig
 from billhub.connectors.batch import BatchConnector
+from billhub.connectors.database import DatabaseConnector
 from billhub.connectors.rest import RestConnector
 from billhub.errors import ConfigError
 from billhub.pipeline.ports import Biller, BillsStore
@@ -57,6 +58,18 @@ def _batch(b: BillerConfig, ctx: ConnectorContext) -> Biller | None:
     return BatchConnector(b.code, b.batch, ctx.bills, today=ctx.today)
 
 
+def _database(b: BillerConfig, ctx: ConnectorContext) -> Biller | None:
+    if b.database is None:
+        return None
+    return DatabaseConnector(
+        b.code,
+        b.database,
+        max_concurrency=b.max_concurrency,
+        call_timeout=b.budget_s,
+        on_auth_failure=ctx.on_auth_failure,
+    )
+
+
 #: The kinds whose connectors exchange files with their companies (for the metrics,
 #: which are set up before the journal and the connectors exist).
 FILE_KINDS = frozenset({"batch"})
@@ -64,6 +77,7 @@ FILE_KINDS = frozenset({"batch"})
 KINDS: dict[str, Callable[[BillerConfig, ConnectorContext], Biller | None]] = {
     "rest": _rest,
     "batch": _batch,
+    "database": _database,
 }
 
 

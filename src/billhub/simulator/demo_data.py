@@ -48,6 +48,7 @@ __all__ = [
     "Governorate",
     "bills_file_name",
     "bills_file_rows",
+    "bills_table_rows",
     "generate_accounts",
     "write_bills_file",
 ]
@@ -260,6 +261,36 @@ def bills_file_rows(
                 "amount": str(bill.amount),
                 "status": status,
             }
+
+
+def bills_table_rows(accounts: Iterable[DemoAccount]) -> Iterator[tuple[object, ...]]:
+    """Yield the rows of the default biller database's ``bills`` table (BILLERS.md 2,
+    ``specs/biller-database.md``), in its column order: ``bill_id, account,
+    customer_name, account_status, partial_allowed, min_payment, period, due_date,
+    amount, paid``.
+
+    Open bills have ``paid`` 0; an active account's paid bills come first with
+    ``paid = amount``, so a paid-up account is known and has nothing due (``51``),
+    not unknown (``14``). Cancelled bills were voided and are not there. A closed
+    account with no bill left has no row: that schema knows accounts only by their
+    bills.
+    """
+    for acc in accounts:
+        rows = [(b, b.amount) for b in acc.paid_bills] if acc.status == "active" else []
+        rows += [(b, 0) for b in acc.bills]
+        for bill, paid in rows:
+            yield (
+                bill.bill_id,
+                acc.account,
+                acc.customer_name,
+                acc.status,
+                acc.partial_allowed,
+                acc.min_payment if acc.partial_allowed else 0,
+                bill.period,
+                bill.due_date,
+                bill.amount,
+                paid,
+            )
 
 
 def write_bills_file(
