@@ -8,13 +8,22 @@ generator. What a test checks is what the company would see in its own tables.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.dbhelp import fetch, row_locked
+from tests.hubharness import base_config
+from tests.test_crash import hub_process
+from tests.txharness import TODAY as TXDAY
+from tests.txharness import mmdd
 
 from billhub.config import DATABASE_QUERIES, DatabaseSettings
 from billhub.connectors.database import DatabaseConnector, receipt_for
@@ -22,8 +31,14 @@ from billhub.connectors.database.queries import DEFAULT_SQL, build_queries
 from billhub.connectors.database.schema import install, load_bills
 from billhub.connectors.database.sql import SqlError, parse_statement
 from billhub.errors import BillerRejected, BillerTimeout, BillerUnavailable, ConfigError
+from billhub.iso8583.codec import Codec
+from billhub.iso8583.de48 import parse_tlv
+from billhub.iso8583.spec import load_spec
 from billhub.pipeline.model import AccountStatus, PaymentOrder, PostingStatus, StatusAnswer
+from billhub.simulator import messages as m
 from billhub.simulator.demo_data import DemoAccount, bills_table_rows, generate_accounts
+from billhub.simulator.switch import SwitchLink
+from billhub.transport.tls import client_context
 
 TODAY = date(2026, 12, 2)
 BILLER = "100003"
@@ -86,6 +101,14 @@ def order(
 async def paid(dsn: str, account: DemoAccount) -> dict[str, int]:
     rows = await fetch(dsn, f"SELECT bill_id, paid FROM bills WHERE account = '{account.account}'")
     return {r["bill_id"]: int(r["paid"]) for r in rows}
+
+
+async def conn_open(dsn: str, account: DemoAccount) -> int:
+    """What the account still owes, read from the company's table."""
+    rows = await fetch(
+        dsn, f"SELECT amount - paid AS due FROM bills WHERE account = '{account.account}'"
+    )
+    return sum(int(r["due"]) for r in rows)
 
 
 async def payments(dsn: str) -> list[dict[str, Any]]:
@@ -424,3 +447,158 @@ def test_sql_that_is_not_one_statement_is_refused() -> None:
     for bad in ("", "   ", "a = ?", "a = %s", "SELECT 1; SELECT 2", "a = 'x"):
         with pytest.raises(SqlError):
             parse_statement(bad, "mysql")
+
+
+# ---------------------------------------------------------------------- end to end
+
+
+def _journal(db: Path, rrn: str) -> dict[str, Any] | None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute(
+            "SELECT payment_id, state, response_code, resolution FROM payments WHERE rrn = ?",
+            (rrn,),
+        ).fetchone()
+        return dict(row) if row is not None else None
+    finally:
+        conn.close()
+
+
+async def _until(check: Any, what: str) -> Any:
+    """Poll ``check`` (an async callable) until it returns something true; a minute at most."""
+    for _ in range(600):
+        got = await check()
+        if got:
+            return got
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_hub_process_serves_a_database_biller_over_tls(
+    filled: str, accounts: list[DemoAccount], tmp_path: Path, pki: Any
+) -> None:
+    """``billhub serve`` with a database biller, the switch simulator over mutual TLS: an
+    inquiry, a payment and its repeat, a reversal, and a payment whose database
+    connection is killed mid-posting (91, then resolved); checked in the company's tables."""
+    db = tmp_path / "journal.db"
+    cfg = tmp_path / "billhub.toml"
+    cfg.write_text(
+        base_config(pki, db, admin=False)
+        + f"""
+[resolver]
+quiet_period_s = 1.0
+backoff_base_s = 0.05
+backoff_max_s = 0.5
+poll_interval_s = 0.1
+[[billers]]
+code = "{BILLER}"
+name = "Aleppo Electricity"
+kind = "database"
+budget_s = 5
+max_concurrency = 4
+[billers.database]
+dsn = "{filled}"
+""",
+        "utf-8",
+    )
+    codec = Codec(load_spec())
+    a = active_with(accounts, 2)
+    b = next(x for x in accounts if x.status == "active" and x.bills and x is not a)
+    sdate = mmdd(TXDAY)
+    hub, listening = hub_process(cfg, tmp_path / "hub.log")
+    link = None
+    try:
+        ctx = client_context(pki.switch_cert, pki.switch_key, pki.hub_ca_cert)
+        link = await SwitchLink.connect("127.0.0.1", int(listening["port"]), ctx, codec)
+        assert (await link.sign_on()).fields[39] == "00"
+
+        inq = await link.request(m.inquiry(BILLER, a.account, "000000000001"))
+        assert inq.fields[39] == "00" and int(inq.fields[4]) == a.total_due
+        assert parse_tlv(inq.fields[48])["CN"] == a.customer_name
+
+        pay = m.payment(BILLER, a.account, "000000000002", a.total_due, sdate)
+        first = await link.request(pay)
+        assert first.fields[39] == "00"
+        receipt = parse_tlv(first.fields[48])["RN"]
+        again = await link.request(m.repeat(pay))
+        assert (again.fields[39], parse_tlv(again.fields[48])["RN"]) == ("00", receipt)
+        [row] = await payments(filled)
+        assert (row["receipt"], row["status"], row["amount"]) == (receipt, "posted", a.total_due)
+        assert (await conn_open(filled, a)) == 0
+
+        pay.fields[7], pay.fields[11] = first.fields[7], first.fields[11]
+        assert (await link.request(m.reversal(pay))).fields[39] == "00"
+
+        async def cancelled() -> bool:
+            return [r["status"] for r in await payments(filled)] == ["cancelled"]
+
+        await _until(cancelled, "the resolver cancelled the reversed payment in the table")
+        assert await conn_open(filled, a) == a.total_due
+
+        lost = m.payment(BILLER, b.account, "000000000003", b.total_due, sdate)
+        async with row_locked(filled, b.bills[0].bill_id) as holder:
+            answer = asyncio.ensure_future(link.request(lost))
+            await holder.terminate(await holder.wait_for_waiter())
+            assert (await answer).fields[39] == "91"
+
+        async def settled() -> dict[str, Any] | None:
+            j = _journal(db, "000000000003")
+            return j if j is not None and j["resolution"] is not None else None
+
+        j = await _until(settled, "the resolver settled the uncertain payment")
+        assert (j["state"], j["response_code"], j["resolution"]) == (
+            "uncertain", "91", "never_posted",
+        )  # fmt: skip
+        assert [r["payment_id"] for r in await payments(filled)] == [row["payment_id"]]
+        assert await conn_open(filled, b) == b.total_due
+
+        fresh = m.payment(BILLER, b.account, "000000000004", b.total_due, sdate)
+        assert (await link.request(fresh)).fields[39] == "00", "the pool reconnected"
+        assert await conn_open(filled, b) == 0
+        assert len(await payments(filled)) == 2
+    finally:
+        if link is not None:
+            await link.close()
+        hub.send_signal(signal.SIGTERM)
+        try:
+            hub.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+            hub.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("database", "key"),
+    [
+        ('dsn = "mysql://root:hunter2@db.internal:3306"', "database.dsn"),
+        (
+            'dsn = "postgresql://u@db/x"\n'
+            'queries = { open_bills = "SELECT * FROM bills WHERE account = :acount" }',
+            "database.queries.open_bills",
+        ),
+    ],
+)
+def test_serve_stops_with_one_line_naming_the_biller_and_key(
+    database: str, key: str, tmp_path: Path, pki: Any
+) -> None:
+    cfg = tmp_path / "billhub.toml"
+    cfg.write_text(
+        base_config(pki, tmp_path / "journal.db", admin=False)
+        + f'[[billers]]\ncode = "{BILLER}"\nname = "Aleppo"\nkind = "database"\n'
+        + f"[billers.database]\n{database}\n",
+        "utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "billhub.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"billhub: error: biller {BILLER}: {key}: ")
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "journal.db").exists(), "nothing was opened"
