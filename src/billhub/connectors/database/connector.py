@@ -201,6 +201,10 @@ class DatabaseConnector:
 
         return await self._call(run)
 
+    def bills_taken(self, payment_id: str) -> tuple[str, ...]:
+        """None: the company's database keeps its own bills."""
+        return ()
+
     async def cancel_payment(self, payment_id: str) -> None:
         """Mark the payment cancelled and give its shares back to its bills, in one
         transaction; again is harmless. ``unknown_payment`` if never posted."""
