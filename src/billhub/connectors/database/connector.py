@@ -160,7 +160,7 @@ class DatabaseConnector:
         async def run(s: Session) -> AccountBills:
             return _account(account, await s.rows(self.queries.open_bills, {"account": account}))
 
-        return await self._call(run)
+        return await self._call(run, read_only=True)
 
     async def post_payment(self, order: PaymentOrder) -> str:
         """Post in one transaction (module docstring); returns the receipt."""
@@ -240,17 +240,19 @@ class DatabaseConnector:
                 return StatusAnswer(PostingStatus.UNKNOWN)
             return StatusAnswer(_status(rows[0]), _identifier(rows[0].get("receipt"), "receipt"))
 
-        return await self._call(run)
+        return await self._call(run, read_only=True)
 
     # ------------------------------------------------------------------ transactions
 
-    async def _call(self, body: Callable[[Session], Awaitable[_T]]) -> _T:
+    async def _call(
+        self, body: Callable[[Session], Awaitable[_T]], *, read_only: bool = False
+    ) -> _T:
         """Run ``body`` in a transaction within the time budget; redo it on a conflict."""
         try:
             async with asyncio.timeout(self._timeout):
                 for attempt in range(_ATTEMPTS):
                     try:
-                        async with self._engine.transaction() as session:
+                        async with self._engine.transaction(read_only=read_only) as session:
                             return await body(session)
                     except _Redo:
                         pass

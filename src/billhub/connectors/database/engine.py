@@ -59,9 +59,11 @@ class Session(Protocol):
 class Engine(Protocol):
     """A pool of connections to one biller database."""
 
-    def transaction(self) -> AbstractAsyncContextManager[Session]:
+    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[Session]:
         """A session in a new transaction: committed when the block ends, rolled back
-        when it raises. Raises :class:`EngineFault` for driver errors."""
+        when it raises. ``read_only`` (one query that changes nothing) lets an engine
+        skip the transaction's own round trips. Raises :class:`EngineFault` for driver
+        errors."""
         ...
 
     async def close(self) -> None:

@@ -115,7 +115,7 @@ class MysqlEngine:
             return self._pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_MysqlSession]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[_MysqlSession]:
         try:
             pool = await self._get_pool()
             conn = await pool.acquire()

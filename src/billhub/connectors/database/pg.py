@@ -109,12 +109,25 @@ class PgEngine:
             return self._pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PgSession]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[_PgSession]:
         try:
             pool = await self._get_pool()
             conn: _Conn = await pool.acquire()
         except _DRIVER as exc:
             raise fault(exc) from None
+        if read_only:  # one statement: its own implicit transaction, no BEGIN/COMMIT trips
+            try:
+                try:
+                    yield _PgSession(conn)
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        conn.terminate()
+                    raise
+            except _DRIVER as exc:
+                raise fault(exc) from None
+            finally:
+                await pool.release(conn)
+            return
         try:
             try:
                 tr = conn.transaction()
