@@ -602,3 +602,35 @@ def test_serve_stops_with_one_line_naming_the_biller_and_key(
     assert lines[0].startswith(f"billhub: error: biller {BILLER}: {key}: ")
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "journal.db").exists(), "nothing was opened"
+
+
+# ---------------------------------------------------------------------- demo and set-up
+
+
+def test_the_demo_shows_a_database_biller_when_given_one(pg_dsn: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "billhub.cli", "demo", "--dir", str(tmp_path / "demo"),
+         "--database-biller", pg_dsn],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    aleppo = [line for line in lines if "Aleppo (database)" in line]
+    assert aleppo and " 00 " in aleppo[0]
+    assert any("the database's payments table now says 'cancelled'" in line for line in lines)
+    rows = asyncio.run(fetch(pg_dsn, "SELECT status FROM payments"))
+    assert [r["status"] for r in rows] == ["cancelled"]
+    assert "${BILLHUB_DEMO_BILLER_DSN}" in (tmp_path / "demo" / "billhub.toml").read_text()
+
+
+def test_biller_db_fills_the_default_schema_with_the_demo_subscribers(mariadb_dsn: str) -> None:
+    cmd = [sys.executable, "-m", "billhub.cli", "biller-db", "--dsn", mariadb_dsn,
+           "--accounts", "60", "--seed", "4", "--prefix", "03", "--today", TODAY.isoformat()]  # fmt: skip
+    for _ in range(2):  # again: the same rows, not twice as many
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    want = list(bills_table_rows(generate_accounts("03", 60, 4, today=TODAY)))
+    rows = asyncio.run(fetch(mariadb_dsn, "SELECT bill_id, amount, paid FROM bills"))
+    assert sorted((r["bill_id"], r["amount"], r["paid"]) for r in rows) == sorted(
+        (w[0], w[8], w[9]) for w in want
+    )

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from billhub import __version__
 from billhub.app.clearing import import_settlement_file, write_report
-from billhub.app.demo import run_demo
+from billhub.app.demo import fill_biller_database, run_demo
 from billhub.app.hub import serve
 from billhub.app.ops import add_ops_parsers
 from billhub.config import load_config
@@ -32,6 +34,7 @@ from billhub.observability.logs import configure
 from billhub.settlement.calendar import parse_day
 from billhub.settlement.importfile import SettlementFileError
 from billhub.simulator.cli import add_switch_parser, run_switch
+from billhub.simulator.demo_data import generate_accounts
 from billhub.transport.certs import init_dev_certs
 
 EXIT_USAGE = 2
@@ -162,7 +165,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.dir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("demo --dir", f"{workdir} is a file, not a folder")
-    return run_demo(workdir)
+    return run_demo(workdir, database_biller=args.database_biller)
 
 
 def _command(
@@ -178,6 +181,19 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
+
+
+def _cmd_biller_db(args: argparse.Namespace) -> int:
+    if not args.dsn:
+        raise ConfigError("--dsn", "give a DSN or set BILLHUB_BILLER_DSN")
+    today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
+    accounts = generate_accounts(args.prefix, args.accounts, args.seed, today=today)
+    try:
+        rows = asyncio.run(fill_biller_database(args.dsn, accounts, empty=args.empty))
+    except ConfigError as exc:
+        raise ConfigError("--dsn", exc.reason) from None
+    print(f"default biller schema ready; {rows} bill rows of {len(accounts)} subscribers written")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,7 +321,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--dir", default="demo-run", help="working folder, made if missing (default demo-run)"
     )
+    d.add_argument(
+        "--database-biller",
+        metavar="DSN",
+        default=None,
+        help="also a database biller (Aleppo, 100003) on this PostgreSQL or MariaDB/MySQL "
+        "database of your own: its default-schema tables are created, emptied and filled",
+    )
     d.set_defaults(func=_cmd_demo)
+
+    bd = _command(
+        sub,
+        "biller-db",
+        "create the default biller database schema and fill it with demo bills",
+        more="The schema of specs/biller-database.md, on PostgreSQL or MariaDB/MySQL; bills "
+        "of the same id are replaced, so it may run again.",
+        examples=[
+            "billhub biller-db --dsn postgresql://postgres@127.0.0.1:5432/aleppo",
+            "BILLHUB_BILLER_DSN=mysql://root@127.0.0.1:3306/aleppo billhub biller-db --empty",
+        ],
+    )
+    bd.add_argument(
+        "--dsn",
+        default=os.environ.get("BILLHUB_BILLER_DSN"),
+        help="postgresql://... or mysql://... (default $BILLHUB_BILLER_DSN)",
+    )
+    bd.add_argument("--accounts", type=int, default=1000, help="demo subscribers (default 1000)")
+    bd.add_argument("--seed", type=int, default=1, help="demo data seed (default 1)")
+    bd.add_argument("--prefix", default="03", help="2-digit account prefix (default 03, Aleppo)")
+    bd.add_argument("--today", default=None, help="YYYY-MM-DD the bills are relative to")
+    bd.add_argument("--empty", action="store_true", help="delete the tables' rows first")
+    bd.set_defaults(func=_cmd_biller_db)
     return p
 
 

@@ -10,27 +10,34 @@ printed at the end with where the journal and the payments file are.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from billhub.app.hub import build_hub
 from billhub.config import Config, load_config
+from billhub.connectors.database.schema import install, load_bills
 from billhub.iso8583.de48 import parse_bills, parse_tlv
 from billhub.iso8583.message import Message
 from billhub.money import Amount
 from billhub.observability.logs import configure
 from billhub.pipeline.decisions import payment_key
 from billhub.simulator import messages as m
-from billhub.simulator.demo_data import DemoAccount, generate_accounts, write_bills_file
+from billhub.simulator.demo_data import (
+    DemoAccount,
+    bills_table_rows,
+    generate_accounts,
+    write_bills_file,
+)
 from billhub.simulator.rest_biller import Faults, RestBiller
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.certs import init_dev_certs
 from billhub.transport.tls import client_context
 
-DAMASCUS, RURAL = "100001", "100002"
+DAMASCUS, RURAL, ALEPPO = "100001", "100002", "100003"
 TOKEN = "demo-token-not-a-secret"  # noqa: S105 - the demo biller's, made up
 
 CONFIG = """\
@@ -77,6 +84,17 @@ budget_s = 1.0
 batch = {{ inbox = "rural-damascus/inbox", outbox = "rural-damascus/outbox" }}
 """
 
+DATABASE_BILLER = """
+[[billers]]
+code = "{aleppo}"
+name = "Aleppo Electricity"
+kind = "database"
+budget_s = 2.0
+
+[billers.database]
+dsn = "${{BILLHUB_DEMO_BILLER_DSN}}"
+"""
+
 
 @dataclass
 class Row:
@@ -96,8 +114,14 @@ def _pick(accounts: list[DemoAccount], n: int) -> list[DemoAccount]:
     return [a for a in ok if not a.partial_allowed][:n]
 
 
-def run_demo(workdir: Path) -> int:
-    """Prepare the working folder, then run the script; returns the exit code."""
+def run_demo(workdir: Path, *, database_biller: str | None = None) -> int:
+    """Prepare the working folder, then run the script; returns the exit code.
+
+    With ``database_biller`` (a DSN of a PostgreSQL or MariaDB/MySQL database of the
+    user's own), a third biller, Aleppo, is that database: the default schema is
+    created there, emptied and filled with demo subscribers, and the switch pays it
+    too. The DSN reaches the configuration through the environment, never the file.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     certs = workdir / "certs"
     if not (certs / "hub.crt").exists():
@@ -110,22 +134,40 @@ def run_demo(workdir: Path) -> int:
     inbox.mkdir(parents=True)
     today = datetime.now(UTC).date()
     write_bills_file(inbox, RURAL, generate_accounts("02", 200, 2, today=today), day=today)
+    if database_biller is not None:
+        asyncio.run(_fill(database_biller, today))
+        os.environ["BILLHUB_DEMO_BILLER_DSN"] = database_biller
     log_path = workdir / "hub.log"
     with log_path.open("w", encoding="utf-8") as log_file:
         configure("json", "debug", log_file)
-        return asyncio.run(_script(workdir, certs, log_path))
+        return asyncio.run(_script(workdir, certs, log_path, database=database_biller is not None))
 
 
-async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
+def _aleppo(today: date) -> list[DemoAccount]:
+    return generate_accounts("03", 200, 3, today=today)
+
+
+async def _fill(dsn: str, today: date) -> None:
+    await fill_biller_database(dsn, _aleppo(today), empty=True)
+
+
+async def fill_biller_database(dsn: str, accounts: list[DemoAccount], *, empty: bool) -> int:
+    """The default biller schema at ``dsn``, filled with ``accounts``' bills; returns rows."""
+    await install(dsn, code=ALEPPO, empty=empty)
+    return await load_bills(dsn, bills_table_rows(accounts), code=ALEPPO)
+
+
+async def _script(workdir: Path, certs: Path, log_path: Path, *, database: bool = False) -> int:
     today = datetime.now(UTC).date()
     damascus_accounts = generate_accounts("01", 200, 1, today=today)
     rural_accounts = generate_accounts("02", 200, 2, today=today)
     biller = RestBiller(damascus_accounts, TOKEN)
     biller_port = await biller.start()
     cfg_path = workdir / "billhub.toml"
-    cfg_path.write_text(
-        CONFIG.format(damascus=DAMASCUS, rural=RURAL, port=biller_port, token=TOKEN), "utf-8"
-    )
+    text = CONFIG.format(damascus=DAMASCUS, rural=RURAL, port=biller_port, token=TOKEN)
+    if database:
+        text += DATABASE_BILLER.format(aleppo=ALEPPO)
+    cfg_path.write_text(text, "utf-8")
     config: Config = load_config(cfg_path)
     hub = build_hub(config)
     port = await hub.start()
@@ -177,6 +219,14 @@ async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
         m.payment(RURAL, r.account, next_rrn(), r.total_due, mmdd),
         receipt,
     )
+    if database:
+        (d,) = _pick(_aleppo(today), 1)
+        await step("inquiry, Aleppo (database)", m.inquiry(ALEPPO, d.account, next_rrn()), due)
+        pay_d = m.payment(ALEPPO, d.account, next_rrn(), d.total_due, mmdd)
+        await step(f"payment {_syp(d.total_due)}", pay_d, receipt)
+        await step("repeat of that payment (0200)", m.repeat(pay_d, "0200"), receipt)
+        await step("reversal of that payment (0420)", m.reversal(pay_d))
+        database_row = rows[-1]
     pay_b = m.payment(DAMASCUS, b.account, next_rrn(), b.total_due, mmdd)
     await step(f"payment {_syp(b.total_due)}", pay_b, receipt)
     await step("reversal of that payment (0420)", m.reversal(pay_b))
@@ -206,6 +256,11 @@ async def _script(workdir: Path, certs: Path, log_path: Path) -> int:
             f"'{held.get(rec.payment_id, 'unknown') if rec else '?'}'",
         )
     )
+    if database:
+        rec_d = await hub.journal.get_payment(payment_key(pay_d))
+        if rec_d is not None:
+            status = await hub.billers[ALEPPO].payment_status(rec_d.payment_id)
+            database_row.detail = f"the database's payments table now says '{status.status}'"
     tomorrow = (today + timedelta(days=1)).strftime("%m%d")
     await step(f"cutover to {tomorrow}", link.link.network_request("201", tomorrow))
     await step("sign-off", link.link.network_request("002"))

@@ -15,8 +15,9 @@ from importlib import resources
 
 from billhub.connectors.database.connector import make_engine
 from billhub.connectors.database.dsn import parse_dsn
-from billhub.connectors.database.engine import Engine
+from billhub.connectors.database.engine import Engine, EngineFault
 from billhub.connectors.database.sql import Dialect, parse_statement
+from billhub.errors import BillerUnavailable
 
 __all__ = ["BILL_COLUMNS", "ddl", "install", "load_bills"]
 
@@ -51,8 +52,11 @@ def _engine(code: str, dsn_text: str) -> tuple[Engine, Dialect]:
     return make_engine(dsn, max_size=2, connect_timeout=10.0), dsn.dialect
 
 
-async def install(dsn_text: str, *, code: str = "demo") -> None:
-    """Create the default schema's tables at ``dsn_text`` (unless they exist)."""
+async def install(dsn_text: str, *, code: str = "demo", empty: bool = False) -> None:
+    """Create the default schema's tables at ``dsn_text`` (unless they exist); with
+    ``empty``, delete every row of them (a demo starting over). Raises
+    :class:`~billhub.errors.ConfigError` for a bad DSN and
+    :class:`~billhub.errors.BillerUnavailable` when the server does not take it."""
     engine, dialect = _engine(code, dsn_text)
     try:
         with warnings.catch_warnings():
@@ -60,6 +64,12 @@ async def install(dsn_text: str, *, code: str = "demo") -> None:
             async with engine.transaction() as s:
                 for text in _statements(ddl(dialect)):
                     await s.execute(parse_statement(text, dialect), {})
+        if empty:
+            async with engine.transaction() as s:
+                for table in ("payment_bills", "payments", "bills"):
+                    await s.execute(parse_statement(f"DELETE FROM {table}", dialect), {})  # noqa: S608
+    except EngineFault as exc:
+        raise BillerUnavailable(f"database {exc.kind}: {exc.reason}") from None
     finally:
         await engine.close()
 
@@ -99,6 +109,8 @@ async def load_bills(
                 await flush()
         if pending:
             await flush()
+    except EngineFault as exc:
+        raise BillerUnavailable(f"database {exc.kind}: {exc.reason}") from None
     finally:
         await engine.close()
     return written
