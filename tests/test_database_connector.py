@@ -28,7 +28,7 @@ from tests.txharness import mmdd
 from billhub.config import DATABASE_QUERIES, DatabaseSettings
 from billhub.connectors.database import DatabaseConnector, receipt_for
 from billhub.connectors.database.queries import DEFAULT_SQL, build_queries
-from billhub.connectors.database.schema import install, load_bills
+from billhub.connectors.database.schema import ddl, install, load_bills
 from billhub.connectors.database.sql import SqlError, parse_statement
 from billhub.errors import BillerRejected, BillerTimeout, BillerUnavailable, ConfigError
 from billhub.iso8583.codec import Codec
@@ -634,3 +634,10 @@ def test_biller_db_fills_the_default_schema_with_the_demo_subscribers(mariadb_ds
     assert sorted((r["bill_id"], r["amount"], r["paid"]) for r in rows) == sorted(
         (w[0], w[8], w[9]) for w in want
     )
+
+
+def test_the_spec_holds_the_ddl_the_package_ships() -> None:
+    """specs/biller-database.md is what a company runs: it must be the shipped DDL."""
+    text = (Path(__file__).parent.parent / "specs" / "biller-database.md").read_text("utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```sql\n")[1:]]
+    assert blocks == [ddl("postgresql"), ddl("mysql")]
