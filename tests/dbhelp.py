@@ -80,6 +80,25 @@ class Holder:
             await asyncio.sleep(0.02)
         raise AssertionError("no session waited for the lock")
 
+    async def idle_backends(self) -> list[int]:
+        """Ids of the other sessions of this test's database (the pool's idle ones)."""
+        db = dbname(self.dsn)
+        if is_pg(self.dsn):
+            sql = f"SELECT pid AS id FROM pg_stat_activity WHERE datname = '{db}'"
+            sql += " AND pid <> pg_backend_pid()"
+        else:
+            sql = f"SELECT id FROM information_schema.processlist WHERE db = '{db}'"
+            sql += " AND id <> connection_id()"
+        return [int(r["id"]) for r in await fetch(self.dsn, sql)]
+
+    async def kill(self, backend: int) -> None:
+        """End one session of this test's own database, waiting or idle."""
+        assert backend in await self.idle_backends()
+        if is_pg(self.dsn):
+            await fetch(self.dsn, f"SELECT pg_terminate_backend({backend})")
+        else:
+            await fetch(self.dsn, f"KILL {backend}")
+
     async def terminate(self, backend: int) -> None:
         """End one session of this test's own database (never another's)."""
         assert backend in await self.waiting_backends()
@@ -87,6 +106,11 @@ class Holder:
             await fetch(self.dsn, f"SELECT pg_terminate_backend({backend})")
         else:
             await fetch(self.dsn, f"KILL {backend}")
+
+
+def observer(dsn: str) -> Holder:
+    """A :class:`Holder` that holds nothing: to see and end the connector's sessions."""
+    return Holder(dsn, None)
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.dbhelp import fetch, row_locked
+from tests.dbhelp import fetch, observer, row_locked
 from tests.hubharness import base_config
 from tests.test_crash import hub_process
 from tests.txharness import TODAY as TXDAY
@@ -300,6 +300,23 @@ async def test_a_lost_connection_mid_payment_is_unavailable_and_the_pool_reconne
     assert await payments(filled) == []
     assert (await paid(filled, a))[a.bills[0].bill_id] == 0
     assert await conn.post_payment(o) == receipt_for(o.payment_id)  # a new connection
+    assert len(await payments(filled)) == 1
+
+
+async def test_idle_pooled_connections_the_server_closed_are_replaced(
+    conn: DatabaseConnector, filled: str, accounts: list[DemoAccount]
+) -> None:
+    """A database restart or a KILL ends the pool's idle connections: the next calls
+    get new ones, and nothing is answered unavailable for it."""
+    a = active_with(accounts, 1)
+    await asyncio.gather(*(conn.open_bills(a.account) for _ in range(4)))  # fill the pool
+    seen = observer(filled)
+    idle = await seen.idle_backends()
+    assert idle
+    for backend in idle:
+        await seen.kill(backend)
+    assert (await conn.open_bills(a.account)).total_due == a.total_due
+    assert await conn.post_payment(order(a, a.total_due)) == receipt_for("P-1")
     assert len(await payments(filled)) == 1
 
 

@@ -250,6 +250,7 @@ class DatabaseConnector:
         """Run ``body`` in a transaction within the time budget; redo it on a conflict."""
         try:
             async with asyncio.timeout(self._timeout):
+                last: EngineFault | None = None
                 for attempt in range(_ATTEMPTS):
                     try:
                         async with self._engine.transaction(read_only=read_only) as session:
@@ -257,9 +258,16 @@ class DatabaseConnector:
                     except _Redo:
                         pass
                     except EngineFault as exc:
-                        if exc.kind != "conflict":
+                        # A conflict is redone; so is a connection that failed before
+                        # anything was sent or under a read (pooled connections the
+                        # server had closed): neither can have changed anything.
+                        harmless = exc.kind == "connection" and (exc.before_work or read_only)
+                        if not (exc.kind == "conflict" or harmless):
                             raise
+                        last = exc if exc.kind != "conflict" else None
                     await asyncio.sleep(0.005 * (attempt + 1))
+                if last is not None:
+                    raise last
                 raise BillerUnavailable("concurrent changes: gave up redoing the transaction")
         except TimeoutError:
             raise BillerTimeout(f"no answer within {self._timeout:g} s") from None

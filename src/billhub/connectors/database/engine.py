@@ -38,10 +38,13 @@ Row = dict[str, object]
 class EngineFault(Exception):
     """A driver error, by the kind the connector answers it with."""
 
-    def __init__(self, kind: FaultKind, reason: str) -> None:
+    def __init__(self, kind: FaultKind, reason: str, *, before_work: bool = False) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind: FaultKind = kind
         self.reason = reason
+        #: True when nothing of the transaction reached the server (the connection failed
+        #: while it was lent or began): trying again on a new connection is harmless.
+        self.before_work = before_work
 
 
 class Session(Protocol):

@@ -35,16 +35,16 @@ _CONNECTION_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
 _DRIVER = (pymysql.err.Error, OSError, TimeoutError, asyncio.IncompleteReadError)
 
 
-def fault(exc: BaseException) -> EngineFault:
+def fault(exc: BaseException, *, before_work: bool = False) -> EngineFault:
     """The kind of a PyMySQL (or socket) error; the reason is its class and error code."""
     code = exc.args[0] if isinstance(exc, pymysql.err.Error) and exc.args else None
     number = code if isinstance(code, int) else None
     name = type(exc).__name__
     reason = f"{name} ({number})" if number is not None else name
     if number in _AUTH_CODES:
-        return EngineFault("auth", reason)
+        return EngineFault("auth", reason, before_work=before_work)
     if number in _CONFLICT_CODES:
-        return EngineFault("conflict", reason)
+        return EngineFault("conflict", reason, before_work=before_work)
     if (
         number in _CONNECTION_CODES
         or isinstance(
@@ -52,8 +52,8 @@ def fault(exc: BaseException) -> EngineFault:
         )
         or (isinstance(exc, pymysql.err.OperationalError) and number is not None and number >= 2000)
     ):
-        return EngineFault("connection", reason)
-    return EngineFault("sql", reason)
+        return EngineFault("connection", reason, before_work=before_work)
+    return EngineFault("sql", reason, before_work=before_work)
 
 
 def _value(v: object) -> object:
@@ -120,14 +120,14 @@ class MysqlEngine:
             pool = await self._get_pool()
             conn = await pool.acquire()
         except _DRIVER as exc:
-            raise fault(exc) from None
+            raise fault(exc, before_work=True) from None
         try:
             try:
                 await conn.begin()
                 cursor = await conn.cursor(aiomysql.DictCursor)
             except _DRIVER as exc:
                 conn.close()
-                raise fault(exc) from None
+                raise fault(exc, before_work=True) from None
             try:
                 yield _MysqlSession(cursor)
             except Exception:

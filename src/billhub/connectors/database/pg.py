@@ -47,22 +47,25 @@ _CONNECTION = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # A connection the server ended while it sat idle in the pool can surface as a
+    # protocol-state error on its next use.
+    asyncpg.exceptions.InternalClientError,
 )
 _DRIVER = (asyncpg.exceptions.PostgresError, *_CONNECTION)
 
 
-def fault(exc: BaseException) -> EngineFault:
+def fault(exc: BaseException, *, before_work: bool = False) -> EngineFault:
     """The kind of an asyncpg (or socket) error; the reason is its class and SQLSTATE."""
     name = type(exc).__name__
     state = getattr(exc, "sqlstate", None)
     reason = f"{name} ({state})" if state else name
     if isinstance(exc, _AUTH):
-        return EngineFault("auth", reason)
+        return EngineFault("auth", reason, before_work=before_work)
     if isinstance(exc, _CONFLICT):
-        return EngineFault("conflict", reason)
+        return EngineFault("conflict", reason, before_work=before_work)
     if isinstance(exc, _CONNECTION):
-        return EngineFault("connection", reason)
-    return EngineFault("sql", reason)
+        return EngineFault("connection", reason, before_work=before_work)
+    return EngineFault("sql", reason, before_work=before_work)
 
 
 class _PgSession:
@@ -114,13 +117,13 @@ class PgEngine:
             pool = await self._get_pool()
             conn: _Conn = await pool.acquire()
         except _DRIVER as exc:
-            raise fault(exc) from None
+            raise fault(exc, before_work=True) from None
         if read_only:  # one statement: its own implicit transaction, no BEGIN/COMMIT trips
             try:
                 try:
                     yield _PgSession(conn)
                 except BaseException as exc:
-                    if not isinstance(exc, Exception):
+                    if not isinstance(exc, Exception) or isinstance(exc, _CONNECTION):
                         conn.terminate()
                     raise
             except _DRIVER as exc:
@@ -133,7 +136,8 @@ class PgEngine:
                 tr = conn.transaction()
                 await tr.start()
             except _DRIVER as exc:
-                raise fault(exc) from None
+                conn.terminate()
+                raise fault(exc, before_work=True) from None
             try:
                 yield _PgSession(conn)
             except Exception:
