@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billhub.errors import LinkClosed, LocalProtocolError, RequestTimeout
+from billhub.iso8583 import codes as rc
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.framing import frame
 from billhub.iso8583.message import Message
@@ -953,10 +954,23 @@ def test_make_response_echoes_exactly_the_echo_fields(
         ("0100", "0110"),
         ("0120", "0130"),
         ("0600", "0610"),
+        ("0290", "0210"),
+        ("0490", "0430"),
+        ("0590", "0510"),
+        ("0890", "0810"),
+        ("0291", "0210"),
+        ("0240", "0210"),
+        ("0180", "0110"),
+        ("0690", "0610"),
     ],
 )
 def test_response_mtis(mti: str, response: str) -> None:
     assert make_response(RULES, Message(mti), "00").mti == response
+
+
+@given(st.from_regex(r"\A[0-9]{4}\Z"))
+def test_no_mti_is_ever_answered_with_a_request_mti(mti: str) -> None:
+    assert rc.is_response(make_response(RULES, Message(mti), "12").mti)
 
 
 def test_inquiry_response_does_not_echo_the_amount_payment_does() -> None:

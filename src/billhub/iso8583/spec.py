@@ -86,12 +86,24 @@ class LinkRules:
     mandatory: tuple[MandatoryRule, ...]
 
     def response_mti(self, mti: str) -> str:
-        """The response MTI of a request MTI: the table, else third digit + 1, repeat cleared."""
+        """The response MTI of ``mti``: always a response (third digit 1 or 3), never a request.
+
+        A request of the contract answers per the table. Any other request or advice
+        (third digit 0 or 2, e.g. 0100, 0120) answers third digit + 1, repeat cleared.
+        A function with no response (4-9: notifications, acknowledgements, negative
+        acknowledgements, e.g. 0290 or 0890) is answered in its class's response, the
+        contract's where it has one (0290 -> 0210, 0890 -> 0810), else ``class + "10"``
+        (READINGS "MTIs with no response"): adding one to a 9 would wrap to a request.
+        """
         known = self.responses.get(mti)
         if known is not None:
             return known
-        third = (int(mti[2]) + 1) % 10
-        return f"{mti[:2]}{third}0"
+        if mti[2] in "02":
+            return f"{mti[:2]}{int(mti[2]) + 1}0"
+        for response in self.responses.values():
+            if response[:2] == mti[:2]:
+                return response
+        return f"{mti[:2]}10"
 
     def is_request(self, mti: str) -> bool:
         """Whether the MTI is a request this contract defines (section 6)."""
