@@ -688,8 +688,36 @@ def echoes_in(data: bytes) -> list[Message]:
     return msgs
 
 
+# Keep-alive on its own: the sign-on deadline (tested below) pushed out of the way.
+KEEPALIVE_ONLY = Timers(sign_on_timeout=1e9)
+
+
+def test_hub_link_not_signed_on_in_time_is_closed() -> None:
+    pair = ConnectionPair(Timers(sign_on_timeout=10.0))
+    assert pair.hub.get_timer() == 10.0
+    pair.hub.handle_timer(9.9)
+    assert not pair.hub.closed
+    pair.hub.handle_timer(10.0)
+    assert pair.hub.closed
+    terminated = [e for e in events(pair.hub) if isinstance(e, LinkTerminated)]
+    assert [e.reason for e in terminated] == ["sign_on_timeout"]
+
+
+def test_sign_on_deadline_counts_from_when_the_link_opened_and_ends_at_sign_on() -> None:
+    pair = ConnectionPair(Timers(sign_on_timeout=10.0))
+    pair.hub.opened(5.0)  # the handshake took 5 s: the deadline counts from here
+    assert pair.hub.get_timer() == 15.0
+    pair.hub.handle_timer(14.0)
+    pair.switch.send_request(pair.switch.network_request("001"), 14.0)
+    pair.deliver(pair.switch)
+    assert pair.hub.signed_on
+    pair.hub.handle_timer(15.0)
+    pair.hub.handle_timer(40.0)
+    assert not pair.hub.closed, "a signed-on link has no sign-on deadline"
+
+
 def test_idle_link_sends_an_echo_test_when_get_timer_says() -> None:
-    pair = ConnectionPair()
+    pair = ConnectionPair(KEEPALIVE_ONLY)
     assert pair.hub.get_timer() == 30.0
     pair.hub.handle_timer(29.9)
     assert pair.hub.data_to_send() == b""
@@ -700,7 +728,7 @@ def test_idle_link_sends_an_echo_test_when_get_timer_says() -> None:
 
 
 def test_silent_peer_is_dead_after_three_unanswered_echo_tests() -> None:
-    pair = ConnectionPair()
+    pair = ConnectionPair(KEEPALIVE_ONLY)
     sent = []
     t = 0.0
     while not pair.hub.closed:
@@ -734,7 +762,7 @@ def test_silent_peer_with_other_timers() -> None:
 
 
 def test_any_frame_received_resets_the_missed_count() -> None:
-    pair = ConnectionPair()
+    pair = ConnectionPair(KEEPALIVE_ONLY)
     pair.hub.handle_timer(30.0)  # echo 1
     pair.hub.handle_timer(40.0)  # echo 1 missed, echo 2
     pair.hub.handle_timer(50.0)  # echo 2 missed, echo 3
@@ -757,7 +785,7 @@ def test_any_frame_received_resets_the_missed_count() -> None:
 
 
 def test_answered_echo_gives_its_round_trip_time() -> None:
-    pair = ConnectionPair()
+    pair = ConnectionPair(KEEPALIVE_ONLY)
     pair.step(30.0)  # both sides idle: both send an echo test
     pair.deliver(pair.hub)  # the switch answers the hub's at once
     pair.now = 30.25

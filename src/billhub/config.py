@@ -26,6 +26,7 @@ value that could be a secret.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -86,8 +87,13 @@ class LinkConfig:
     port: int = 8583
     spec_file: Path | None = None
     max_links: int = 16
-    max_handshakes: int = 8
+    max_handshakes: int = 64
+    max_handshakes_per_source: int = 16
+    hello_timeout_s: float = 2.0
     handshake_timeout_s: float = 10.0
+    sign_on_timeout_s: float = 10.0
+    #: CIDRs a connection may come from; ``None``: any (a firewall in front decides).
+    allowed_sources: tuple[str, ...] | None = None
     read_timeout_s: float = 5.0
     idle_interval_s: float = 30.0
     echo_timeout_s: float = 10.0
@@ -425,7 +431,13 @@ def _link(t: _Table) -> LinkConfig:
         spec_file=t.path_value("spec_file", must_exist=True),
         max_links=t.integer("max_links", d.max_links, low=1),
         max_handshakes=t.integer("max_handshakes", d.max_handshakes, low=1),
+        max_handshakes_per_source=t.integer(
+            "max_handshakes_per_source", d.max_handshakes_per_source, low=1
+        ),
+        hello_timeout_s=t.number("hello_timeout_s", d.hello_timeout_s),
         handshake_timeout_s=t.number("handshake_timeout_s", d.handshake_timeout_s),
+        sign_on_timeout_s=t.number("sign_on_timeout_s", d.sign_on_timeout_s),
+        allowed_sources=_cidrs(t, "allowed_sources"),
         read_timeout_s=t.number("read_timeout_s", d.read_timeout_s),
         idle_interval_s=t.number("idle_interval_s", d.idle_interval_s),
         echo_timeout_s=t.number("echo_timeout_s", d.echo_timeout_s),
@@ -436,6 +448,26 @@ def _link(t: _Table) -> LinkConfig:
     )
     t.done()
     return cfg
+
+
+def _cidrs(t: _Table, name: str) -> tuple[str, ...] | None:
+    """A list of networks (``10.1.2.0/24``, ``192.0.2.7``, IPv6 alike), checked here."""
+    raw = t._get(name)
+    if raw is None:
+        return None
+    key = t.key(name)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(key, "must be a non-empty array of addresses or CIDRs")
+    out: list[str] = []
+    for i, entry in enumerate(raw):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, str):
+            raise ConfigError(where, f"must be a string, not {_type_name(entry)}")
+        try:
+            out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(where, f"is not an IP address or CIDR: {entry!r}") from None
+    return tuple(out)
 
 
 def _tls(t: _Table) -> TlsConfig:

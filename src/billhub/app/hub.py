@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import os
 import signal
 from dataclasses import dataclass, field
@@ -313,11 +314,17 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
             idle_interval=lc.idle_interval_s,
             echo_timeout=lc.echo_timeout_s,
             echo_max_missed=lc.echo_max_missed,
+            sign_on_timeout=lc.sign_on_timeout_s,
         ),
         limits=ServerLimits(
             max_links=lc.max_links,
             max_handshakes=lc.max_handshakes,
+            max_handshakes_per_source=lc.max_handshakes_per_source,
+            hello_timeout=lc.hello_timeout_s,
             handshake_timeout=lc.handshake_timeout_s,
+            allowed_sources=None
+            if lc.allowed_sources is None
+            else tuple(ipaddress.ip_network(n) for n in lc.allowed_sources),
             max_in_flight=lc.max_in_flight,
         ),
     )

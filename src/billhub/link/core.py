@@ -21,6 +21,7 @@ Rules the link applies itself, before the application sees anything:
   undecodable non-request is reported and dropped; the link stays up;
 - a request MTI the contract does not define, or an unknown DE 3, gets `12`;
 - a financial request before sign-on gets `91`;
+- a hub link still not signed on ``sign_on_timeout`` after it opened ends;
 - sign-on, sign-off and echo tests are answered `00`;
 - ``idle_interval`` without a frame sends an echo test; each unanswered
   within ``echo_timeout`` is followed by the next; ``echo_max_missed`` in a
@@ -89,6 +90,9 @@ class Timers:
     echo_timeout: float = 10.0
     echo_max_missed: int = 3
     request_timeout: float = 30.0
+    #: A hub link that has not signed on this long after it opened is closed, so that
+    #: authenticated links that never sign on cannot hold the link slots.
+    sign_on_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -133,6 +137,7 @@ class Link:
         self._tokens = 0
         self._in_flight = 0
         self._last_rx = now
+        self._opened_at = now
         self._partial_since: float | None = None
         self._echo_sent_at: float | None = None
         self._missed = 0
@@ -150,6 +155,10 @@ class Link:
     @property
     def signed_on(self) -> bool:
         return self._state is State.SIGNED_ON
+
+    @property
+    def _awaiting_sign_on(self) -> bool:
+        return self.role is Role.HUB and self._state is State.CONNECTED
 
     @property
     def in_flight(self) -> int:
@@ -175,6 +184,16 @@ class Link:
         data = bytes(self._out)
         self._out.clear()
         return data
+
+    def opened(self, now: float) -> None:
+        """The link starts at ``now`` (after its handshake): idle and sign-on clocks restart."""
+        self._last_rx = now
+        self._opened_at = now
+
+    def terminate(self, reason: str, detail: str) -> None:
+        """End the link from outside (a listener making room): :class:`LinkTerminated`."""
+        if self._state is not State.CLOSED:
+            self._terminate(reason, detail)
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Take bytes from the peer; frames are processed at once, in order."""
@@ -228,6 +247,8 @@ class Link:
         deadlines = []
         if self._partial_since is not None:
             deadlines.append(self._partial_since + t.read_timeout)
+        if self._awaiting_sign_on:
+            deadlines.append(self._opened_at + t.sign_on_timeout)
         if self._echo_sent_at is not None:
             deadlines.append(self._echo_sent_at + t.echo_timeout)
         else:
@@ -251,6 +272,9 @@ class Link:
         if self._partial_since is not None and now >= self._partial_since + t.read_timeout:
             self._framer.fail()
             self._terminate("read_timeout", f"frame incomplete after {t.read_timeout:g}s")
+            return
+        if self._awaiting_sign_on and now >= self._opened_at + t.sign_on_timeout:
+            self._terminate("sign_on_timeout", f"no sign-on within {t.sign_on_timeout:g}s")
             return
         if self._echo_sent_at is not None:
             if now >= self._echo_sent_at + t.echo_timeout:

@@ -111,7 +111,13 @@ GROUP_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 FAILED_OUTCOMES = frozenset({"timeout", "unavailable", "error"})
 BILLER_OPERATIONS = ("open_bills", "post_payment", "cancel_payment", "payment_status")
 BILLER_OUTCOMES = ("ok", "rejected", "timeout", "unavailable", "error")
-CONNECTION_REFUSALS = ("too_many_links", "too_many_handshakes", "shutting_down")
+CONNECTION_REFUSALS = (
+    "source_not_allowed",
+    "handshake_displaced",
+    "too_many_links",
+    "shutting_down",
+    "accept_failed",
+)
 BILLS_FILE_OUTCOMES = ("loaded", "duplicate", "rejected", "ignored")
 #: Why the journal could not write (``journal.sqlite.write_failure``), as labels.
 JOURNAL_FAILURES = (

@@ -98,6 +98,7 @@ class LinkProtocol(asyncio.Protocol):
         """Start the link on an authenticated transport; replays bytes that came early."""
         self._transport = transport
         self.info = info
+        self.link.opened(self._loop.time())
         self.observer.link_opened(info)
         early, self._early = self._early, []
         for data in early:
@@ -126,6 +127,11 @@ class LinkProtocol(asyncio.Protocol):
     def drain(self) -> None:
         """Graceful shutdown: new financial requests get `91`, those in flight finish."""
         self._draining = True
+
+    def terminate(self, reason: str, detail: str) -> None:
+        """Close the link for ``reason`` (reported as any link end is), e.g. ``displaced``."""
+        self.link.terminate(reason, detail)
+        self._after()
 
     def abort(self) -> None:
         if self._transport is not None:

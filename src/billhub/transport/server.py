@@ -1,49 +1,76 @@
-"""The hub's listener: TCP accept, mutual TLS, allow-list, limits, graceful shutdown.
+"""The hub's listener: TCP accept, source allow-list, hello deadline, mutual TLS, limits.
 
-Handshakes are done here rather than by ``create_server(ssl=...)`` so that every
-refusal is ours to classify, log and count, and so that a flood of connections
-is capped twice: at most ``max_handshakes`` handshakes in progress and at most
-``max_links`` established links; anything over is closed at once, before any
-TLS work, so that signed-on links keep the CPU.
+Anyone on the network path can open TCP connections, and the switch must still get a
+new link in within seconds (issue 14). So every connection goes through three gates,
+each cheaper than the next and each with a bound that makes room rather than refuses:
+
+1. **Source** (``allowed_sources``): checked at accept, before a byte is read.
+2. **Hello**: the connection must send a whole TLS ClientHello within
+   ``hello_timeout`` (about 2 s). Nothing is read meanwhile: the listener peeks at the
+   socket, with ``SO_RCVLOWAT`` set to the bytes still missing, so a trickle of one
+   byte a second costs no wake-ups.
+3. **Handshake**: TLS, then the subject allow-list, within ``handshake_timeout``.
+
+Hello and handshake together are "handshakes in progress", bounded per source address
+(``max_handshakes_per_source``) and in total (``max_handshakes``). At a bound the
+oldest unfinished one gives way to the new connection: first one still waiting for its
+ClientHello, only then one in TLS. A switch sends its ClientHello at once, so silent or
+slow connections never displace it. Links (``max_links``) work the same way one step
+later: a new authenticated link displaces the oldest link that never signed on; links
+that signed on are never touched, and a new link finding only those is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
+import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from billhub.errors import TlsRefused
 from billhub.iso8583.codec import Codec
-from billhub.link.core import Timers
+from billhub.link.core import State, Timers
 from billhub.link.observer import LinkInfo, LinkObserver
 from billhub.pipeline.ports import RequestHandler
+from billhub.transport.hello import MAX_HELLO, NotTls, hello_needed
 from billhub.transport.linkproto import LinkProtocol
 from billhub.transport.tls import AllowList, refusal_reason
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Connections taken from the listening socket per wake-up, so that accepting a
+#: flood never holds the loop for long.
+_ACCEPT_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     max_links: int = 16
-    max_handshakes: int = 8
+    max_handshakes: int = 64
+    max_handshakes_per_source: int = 16
+    hello_timeout: float = 2.0
     handshake_timeout: float = 10.0
     max_in_flight: int = 512
+    allowed_sources: Sequence[Network] | None = None
 
 
-class _Accept(asyncio.Protocol):
-    """A raw TCP connection until its TLS handshake is done."""
+class _Pending:
+    """A connection between accept and link: waiting for its ClientHello, or in TLS."""
 
-    def __init__(self, server: HubServer) -> None:
-        self.server = server
+    __slots__ = ("in_tls", "lowat", "peer", "sock", "source", "started", "task", "timer")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # no byte is read before start_tls wraps the socket
-        self.server._accepted(transport)
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    def __init__(self, sock: socket.socket, peer: str, source: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.source = source
+        self.in_tls = False
+        self.lowat = 1
+        self.started = False  # the socket belongs to asyncio's transport from then on
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class HubServer:
@@ -67,51 +94,170 @@ class HubServer:
         self.observer = observer
         self.timers = timers or Timers()
         self.limits = limits or ServerLimits()
-        self.links: set[LinkProtocol] = set()
-        self._handshakes = 0
+        # Insertion-ordered: the first is the oldest (what gives way first).
+        self.links: dict[LinkProtocol, None] = {}
+        self._pending: dict[_Pending, None] = {}
         self._ids = itertools.count(1)
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Accept(self), host, port, reuse_address=True, backlog=128
-        )
-        sock = self._server.sockets[0]
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.create_server(addr, family=family, backlog=128)
+        sock.setblocking(False)
+        self._sock, self._loop = sock, loop
+        loop.add_reader(sock.fileno(), self._on_acceptable)
         return int(sock.getsockname()[1])
 
     @property
     def listening(self) -> bool:
         """Whether the link listener accepts connections (what readiness means)."""
-        return self._server is not None and self._server.is_serving() and self._accepting
+        return self._sock is not None and self._accepting
 
     @property
     def handshakes_in_progress(self) -> int:
-        return self._handshakes
+        return len(self._pending)
 
-    def _accepted(self, transport: asyncio.Transport) -> None:
-        peer = _peer(transport)
+    # -- accept ---------------------------------------------------------------------
+
+    def _on_acceptable(self) -> None:
+        sock = self._sock
+        assert sock is not None and self._loop is not None
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: stop accepting for a moment
+                self.observer.connection_refused("-", "accept_failed")
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(1.0, self._resume_accepting)
+                del exc
+                return
+            conn.setblocking(False)
+            self._accepted(conn, addr)
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None and self._accepting and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._on_acceptable)
+
+    def _accepted(self, conn: socket.socket, addr: object) -> None:
+        source, peer = _peer(addr)
         if not self._accepting:
-            self.observer.connection_refused(peer, "shutting_down")
-            transport.abort()
+            self._refuse_conn(conn, peer, "shutting_down")
             return
-        if len(self.links) + self._handshakes >= self.limits.max_links:
-            self.observer.connection_refused(peer, "too_many_links")
-            transport.abort()
+        allowed = self.limits.allowed_sources
+        if allowed is not None and not _in(source, allowed):
+            self._refuse_conn(conn, peer, "source_not_allowed")
             return
-        if self._handshakes >= self.limits.max_handshakes:
-            self.observer.connection_refused(peer, "too_many_handshakes")
-            transport.abort()
+        if len(self.links) >= self.limits.max_links and not any(
+            p.link.state is State.CONNECTED for p in self.links
+        ):
+            self._refuse_conn(conn, peer, "too_many_links")
             return
-        self._handshakes += 1
-        task = asyncio.get_running_loop().create_task(self._handshake(transport, peer))
+        same = [p for p in self._pending if p.source == source]
+        if len(same) >= self.limits.max_handshakes_per_source:
+            self._displace(same)
+        elif len(self._pending) >= self.limits.max_handshakes:
+            self._displace(list(self._pending))
+        p = _Pending(conn, peer, source)
+        self._pending[p] = None
+        loop = self._loop
+        assert loop is not None
+        p.timer = loop.call_later(self.limits.hello_timeout, self._hello_late, p)
+        self._want(p, 5)
+        loop.add_reader(conn.fileno(), self._on_hello_bytes, p)
+
+    def _refuse_conn(self, conn: socket.socket, peer: str, reason: str) -> None:
+        self.observer.connection_refused(peer, reason)
+        _close(conn)
+
+    def _displace(self, candidates: list[_Pending]) -> None:
+        """Close the oldest still waiting for its hello, else the oldest in TLS."""
+        waiting = [p for p in candidates if not p.in_tls]
+        victim = (waiting or candidates)[0]
+        self.observer.connection_refused(victim.peer, "handshake_displaced")
+        self._drop(victim)
+
+    # -- hello ----------------------------------------------------------------------
+
+    def _want(self, p: _Pending, total: int) -> None:
+        """Wake up only once ``total`` bytes are in (or the peer closed)."""
+        p.lowat = total
+        try:
+            p.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, total)
+        except OSError:  # pragma: no cover - platforms without SO_RCVLOWAT
+            pass
+
+    def _on_hello_bytes(self, p: _Pending) -> None:
+        try:
+            data = p.sock.recv(MAX_HELLO + 4096, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._refuse_tls(p, "connection_lost", f"socket error before the hello: {exc}")
+            return
+        if not data:
+            self._refuse_tls(p, "connection_lost", "the peer closed before its ClientHello")
+            return
+        try:
+            need = hello_needed(data)
+        except NotTls as exc:
+            self._refuse_tls(p, "handshake_failed", f"the peer does not speak TLS ({exc})")
+            return
+        if need == 0:
+            self._hello_done(p)
+        elif len(data) < p.lowat:  # readable with less than asked: the peer half-closed
+            self._refuse_tls(p, "connection_lost", "the peer closed mid-ClientHello")
+        else:
+            self._want(p, need)
+
+    def _hello_late(self, p: _Pending) -> None:
+        p.timer = None
+        if p in self._pending and not p.in_tls:
+            self._refuse_tls(
+                p, "hello_timeout", f"no whole ClientHello in {self.limits.hello_timeout:g}s"
+            )
+
+    def _hello_done(self, p: _Pending) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(p.sock.fileno())
+        if p.timer is not None:
+            p.timer.cancel()
+            p.timer = None
+        self._want(p, 1)
+        p.in_tls = True
+        task = self._loop.create_task(self._handshake(p))
+        p.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: _close(p.sock) if not p.started else None)
 
-    async def _handshake(self, raw: asyncio.Transport, peer: str) -> None:
+    def _refuse_tls(self, p: _Pending, reason: str, detail: str) -> None:
+        self.observer.tls_refused(p.peer, reason, detail)
+        self._drop(p)
+
+    def _drop(self, p: _Pending) -> None:
+        """Forget a pending connection and close it, in whichever phase it is."""
+        self._pending.pop(p, None)
+        if p.timer is not None:
+            p.timer.cancel()
+            p.timer = None
+        if p.task is not None:
+            p.task.cancel()  # connect_accepted_socket closes its transport
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(p.sock.fileno())
+        _close(p.sock)
+
+    # -- TLS and the link -----------------------------------------------------------
+
+    async def _handshake(self, p: _Pending) -> None:
         loop = asyncio.get_running_loop()
         proto = LinkProtocol(
             self.codec,
@@ -121,22 +267,20 @@ class HubServer:
             max_in_flight=self.limits.max_in_flight,
             on_closed=self._link_closed,
         )
+        peer = p.peer
+        p.started = True
         try:
             try:
-                tls = await loop.start_tls(
-                    raw,
-                    proto,
-                    self.ssl_context,
-                    server_side=True,
+                tls, _ = await loop.connect_accepted_socket(
+                    lambda: proto,
+                    p.sock,
+                    ssl=self.ssl_context,
                     ssl_handshake_timeout=self.limits.handshake_timeout,
                 )
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 refused = refusal_reason(exc)
                 self.observer.tls_refused(peer, refused.reason, refused.detail)
-                raw.abort()
-                return
-            if tls is None:  # pragma: no cover - start_tls returns None only when closing
-                raw.abort()
+                _close(p.sock)
                 return
             assert isinstance(tls, asyncio.Transport)
             obj = tls.get_extra_info("ssl_object")
@@ -148,20 +292,45 @@ class HubServer:
                 tls.abort()
                 return
         finally:
-            self._handshakes -= 1
+            self._pending.pop(p, None)
         if not self._accepting:
             self.observer.connection_refused(peer, "shutting_down")
             tls.abort()
             return
-        self.links.add(proto)
+        if len(self.links) >= self.limits.max_links and not self._make_room():
+            self.observer.connection_refused(peer, "too_many_links")
+            tls.abort()
+            return
+        self.links[proto] = None
         proto.attach(tls, LinkInfo(f"L{next(self._ids)}", peer, subject))
 
+    def _make_room(self) -> bool:
+        """Close the oldest link that never signed on; False if every link signed on."""
+        for old in self.links:
+            if old.link.state is State.CONNECTED:
+                old.terminate("displaced", "a new authenticated link needed its slot")
+                self.links.pop(old, None)
+                return True
+        return False
+
     def _link_closed(self, proto: LinkProtocol) -> None:
-        self.links.discard(proto)
+        self.links.pop(proto, None)
 
     @property
     def signed_on_links(self) -> int:
         return sum(1 for p in self.links if p.signed_on)
+
+    # -- shutdown -------------------------------------------------------------------
+
+    def _stop_listening(self) -> None:
+        self._accepting = False
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        for p in list(self._pending):
+            self._drop(p)
 
     async def shutdown(self, grace: float) -> None:
         """LINK-SPEC 1 graceful close: stop accepting, `91` to new work, finish, close.
@@ -170,9 +339,7 @@ class HubServer:
         whatever remains (their handlers' answers are lost, which the switch's
         own time-out and repeat cover).
         """
-        self._accepting = False
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         for p in list(self.links):
             p.drain()
         waits = [asyncio.ensure_future(p.idle.wait()) for p in self.links]
@@ -184,20 +351,35 @@ class HubServer:
             p.close()
         for t in list(self._tasks):
             t.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
 
     def abort(self) -> None:
         """Close everything at once (a second signal during shutdown)."""
-        self._accepting = False
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         for p in list(self.links):
             p.abort()
 
 
-def _peer(transport: asyncio.BaseTransport) -> str:
-    addr = transport.get_extra_info("peername")
+def _peer(addr: object) -> tuple[str, str]:
+    """The source address (for the per-source bound) and ``host:port`` (for logs)."""
     if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
+        return str(addr[0]), f"{addr[0]}:{addr[1]}"
+    return str(addr), str(addr)
+
+
+def _in(source: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in networks)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:  # pragma: no cover
+        pass

@@ -34,6 +34,8 @@ not yet valid                  ``SSLCertVerificationError`` code 9 →
 wrong key usage, etc.          ``SSLCertVerificationError`` other codes (26: purpose) →
                                ``certificate_invalid``
 TLS 1.2 client, 1.3 server     ``SSLError`` ``UNSUPPORTED_PROTOCOL`` → ``protocol_version``
+no whole ClientHello in time   closed by the listener before TLS starts →
+                               ``hello_timeout``
 silent client                  ``ConnectionAbortedError`` ("SSL handshake is taking
                                longer than ...") from asyncio → ``handshake_timeout``
 closes or resets mid-way       ``ConnectionResetError`` → ``connection_lost``
@@ -81,6 +83,7 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "certificate_invalid",
     "subject_not_allowed",
     "protocol_version",
+    "hello_timeout",
     "handshake_timeout",
     "connection_lost",
     "handshake_failed",
