@@ -118,6 +118,17 @@ def error(text: str, base: Path, env: dict[str, str] | None = None) -> ConfigErr
 # ------------------------------------------------------------------------ good files
 
 
+def test_allowed_sources_are_networks(base: Path) -> None:
+    cfg = parse(
+        MINIMAL + '[link]\nallowed_sources = ["10.1.2.0/24", "192.0.2.7", "2001:db8::/32"]\n', base
+    )
+    assert cfg.link.allowed_sources == ("10.1.2.0/24", "192.0.2.7/32", "2001:db8::/32")
+    err = error(MINIMAL + '[link]\nallowed_sources = ["10.1.2.300/24"]\n', base)
+    assert err.key == "link.allowed_sources[0]"
+    err = error(MINIMAL + "[link]\nallowed_sources = []\n", base)
+    assert err.key == "link.allowed_sources"
+
+
 def test_minimal_file_gets_every_default(base: Path) -> None:
     cfg = parse(MINIMAL, base)
     assert cfg.link == LinkConfig()
@@ -125,8 +136,12 @@ def test_minimal_file_gets_every_default(base: Path) -> None:
     assert cfg.link.port == 8583
     assert cfg.link.spec_file is None
     assert cfg.link.max_links == 16
-    assert cfg.link.max_handshakes == 8
+    assert cfg.link.max_handshakes == 64
+    assert cfg.link.max_handshakes_per_source == 16
+    assert cfg.link.hello_timeout_s == 2.0
     assert cfg.link.handshake_timeout_s == 10.0
+    assert cfg.link.sign_on_timeout_s == 10.0
+    assert cfg.link.allowed_sources is None
     assert cfg.link.read_timeout_s == 5.0
     assert cfg.link.idle_interval_s == 30.0
     assert cfg.link.echo_timeout_s == 10.0

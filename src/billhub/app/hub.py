@@ -163,6 +163,8 @@ class Hub:
 
     async def stop(self, grace: float) -> None:
         await self.server.shutdown(grace)
+        if isinstance(self.obs.log_observer, LogObserver):
+            self.obs.log_observer.refusals.flush()  # the last interval's summary lines
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

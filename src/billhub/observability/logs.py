@@ -8,6 +8,7 @@ or full account number passed by mistake never reaches a log line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -113,16 +114,67 @@ def get_logger(name: str = "billhub") -> Any:
     return structlog.get_logger(name)
 
 
-class LogObserver:
-    """A :class:`~billhub.link.observer.LinkObserver` that writes one log event per fact."""
+#: Link ends that are refusals in all but name (an authenticated link that never signed
+#: on): summarised like refusals, since a flood makes thousands of them.
+SUMMARISED_CLOSES = frozenset({"displaced", "sign_on_timeout"})
 
-    def __init__(self) -> None:
+
+class RefusalSummary:
+    """Counts refusals per (event, reason) and writes one line per reason per interval.
+
+    A flood refuses hundreds of connections a second; a line each would bury everything
+    else (issue 14). The first refusal of a reason in a quiet period starts an interval;
+    at its end one warning gives the count, the last peer and the last detail. The
+    counts per reason are in the metrics too, exactly. Needs a running event loop.
+    """
+
+    def __init__(self, log: Any, interval: float = 10.0) -> None:
+        self.log = log
+        self.interval = interval
+        self._counts: dict[tuple[str, str], list[Any]] = {}
+        self._timer: Any = None
+
+    def add(self, event: str, reason: str, peer: str, detail: str) -> None:
+        entry = self._counts.get((event, reason))
+        if entry is None:
+            self._counts[(event, reason)] = [1, peer, detail]
+        else:
+            entry[0] += 1
+            entry[1], entry[2] = peer, detail
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        """Write the interval's lines now (also at shutdown, so that none is lost)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        counts, self._counts = self._counts, {}
+        for (event, reason), (count, peer, detail) in counts.items():
+            fields: dict[str, Any] = {"reason": reason, "count": count, "last_peer": peer}
+            if detail:
+                fields["last_detail"] = detail
+            self.log.warning(event, interval_s=self.interval, **fields)
+
+
+class LogObserver:
+    """A :class:`~billhub.link.observer.LinkObserver` that writes one log event per fact.
+
+    Refusals (and links that never signed on) are the exception: one summary line per
+    reason per ``refusal_interval`` seconds, through :class:`RefusalSummary`.
+    """
+
+    def __init__(self, refusal_interval: float = 10.0) -> None:
         self.log = get_logger("billhub.link")
+        self.refusals = RefusalSummary(self.log, refusal_interval)
 
     def link_opened(self, link: LinkInfo) -> None:
         self.log.info("link_opened", link=link.link_id, peer=link.peer, subject=link.subject)
 
     def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
+        if reason in SUMMARISED_CLOSES:
+            self.refusals.add("links_closed_unsigned", reason, link.peer, detail)
+            return
         self.log.warning(
             "link_closed", link=link.link_id, peer=link.peer, reason=reason, detail=detail
         )
@@ -131,10 +183,10 @@ class LogObserver:
         self.log.info("link_state", link=link.link_id, old=old, new=new)
 
     def tls_refused(self, peer: str, reason: str, detail: str) -> None:
-        self.log.warning("tls_refused", peer=peer, reason=reason, detail=detail)
+        self.refusals.add("tls_refused", reason, peer, detail)
 
     def connection_refused(self, peer: str, reason: str) -> None:
-        self.log.warning("connection_refused", peer=peer, reason=reason)
+        self.refusals.add("connection_refused", reason, peer, "")
 
     def exchanged(
         self,

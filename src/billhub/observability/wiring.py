@@ -48,6 +48,8 @@ class Observability:
     link_observer: LinkObserver
     pipeline_observer: PipelineObserver
     journal_health: JournalHealth
+    #: The observer that writes log lines (its refusal summary is flushed at shutdown).
+    log_observer: LinkObserver | None = None
 
     def journal_hooks(self) -> dict[str, Any]:
         """Keyword arguments for ``build_journal``: its write health, and its commit
@@ -115,7 +117,7 @@ def build_observability(
     log = get_logger("billhub.journal")
     if not metrics:
         jh = JournalHealth(log, where=journal)
-        return Observability(None, health, billers, log_observer, health, jh)
+        return Observability(None, health, billers, log_observer, health, jh, log_observer)
     m = Metrics(
         billers=[b.code for b in billers],
         batch_billers=list(file_billers),
@@ -129,4 +131,5 @@ def build_observability(
         FanoutObserver(log_observer, m),
         FanoutPipelineObserver(health, m),
         JournalHealth(log, metrics=m, where=journal),
+        log_observer,
     )

@@ -41,9 +41,10 @@ from billhub.transport.tls import AllowList, refusal_reason
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Connections taken from the listening socket per wake-up, so that accepting a
-#: flood never holds the loop for long.
-_ACCEPT_BATCH = 64
+#: Connections taken from the listening socket per loop turn. One: between two
+#: accepts the loop handles the hellos that arrived, so a burst of newcomers cannot
+#: displace a connection whose ClientHello is already on its way.
+_ACCEPT_BATCH = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +173,28 @@ class HubServer:
         p.timer = loop.call_later(self.limits.hello_timeout, self._hello_late, p)
         self._want(p, 5)
         loop.add_reader(conn.fileno(), self._on_hello_bytes, p)
+        self._examine(p, woke=False)  # the switch writes its hello at once
 
     def _refuse_conn(self, conn: socket.socket, peer: str, reason: str) -> None:
         self.observer.connection_refused(peer, reason)
         _close(conn)
 
     def _displace(self, candidates: list[_Pending]) -> None:
-        """Close the oldest still waiting for its hello, else the oldest in TLS."""
-        waiting = [p for p in candidates if not p.in_tls]
-        victim = (waiting or candidates)[0]
-        self.observer.connection_refused(victim.peer, "handshake_displaced")
-        self._drop(victim)
+        """Close the oldest still waiting for its hello, else the oldest in TLS.
+
+        A candidate whose whole ClientHello is already in the socket buffer (its
+        readiness not yet handled in a flood) is moved on to TLS, not displaced.
+        """
+        for p in candidates:
+            if not p.in_tls and p in self._pending:
+                self._examine(p, woke=False)
+                if p in self._pending and not p.in_tls:
+                    self.observer.connection_refused(p.peer, "handshake_displaced")
+                    self._drop(p)
+                    return
+        if candidates and candidates[0] in self._pending:
+            self.observer.connection_refused(candidates[0].peer, "handshake_displaced")
+            self._drop(candidates[0])
 
     # -- hello ----------------------------------------------------------------------
 
@@ -195,12 +207,18 @@ class HubServer:
             pass
 
     def _on_hello_bytes(self, p: _Pending) -> None:
+        self._examine(p, woke=True)
+
+    def _examine(self, p: _Pending, *, woke: bool) -> None:
+        """Peek: a whole hello goes on to TLS; not TLS, or closed, is refused."""
         try:
             data = p.sock.recv(MAX_HELLO + 4096, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._refuse_tls(p, "connection_lost", f"socket error before the hello: {exc}")
+            return
+        if not data and not woke:
             return
         if not data:
             self._refuse_tls(p, "connection_lost", "the peer closed before its ClientHello")
@@ -212,7 +230,7 @@ class HubServer:
             return
         if need == 0:
             self._hello_done(p)
-        elif len(data) < p.lowat:  # readable with less than asked: the peer half-closed
+        elif woke and len(data) < p.lowat:  # readable with less than asked: half-closed
             self._refuse_tls(p, "connection_lost", "the peer closed mid-ClientHello")
         else:
             self._want(p, need)
