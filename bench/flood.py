@@ -38,6 +38,7 @@ from billhub.transport.certs import DEV_FILES, init_dev_certs
 from billhub.transport.tls import client_context
 
 FLOODS = {
+    "none0": "no flood: the baseline, same hub, same probe",
     "raw8": "8 plain TCP connections, never TLS, reconnecting when closed",
     "raw66": "66 plain TCP connections, never TLS, reconnecting when closed",
     "stalled16": "16 connections sending half a ClientHello, then nothing",
@@ -134,6 +135,8 @@ async def flood(kind: str, port: int, certs: dict[str, Path]) -> None:
             await asyncio.sleep(0.05)
 
     n = int("".join(c for c in kind if c.isdigit()))
+    if n == 0:
+        await asyncio.Event().wait()
     worker = {"raw": raw, "stalled": raw, "trickle": trickle, "unsigned": unsigned}[
         kind.rstrip("0123456789")
     ]
