@@ -134,11 +134,12 @@ class HubServer:
                 conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: stop accepting for a moment
+            except ConnectionAbortedError:  # gone before we took it
+                continue
+            except OSError:  # EMFILE and the like: stop accepting for a second, as asyncio does
                 self.observer.connection_refused("-", "accept_failed")
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(1.0, self._resume_accepting)
-                del exc
                 return
             conn.setblocking(False)
             self._accepted(conn, addr)
@@ -296,9 +297,9 @@ class HubServer:
                     ssl_handshake_timeout=self.limits.handshake_timeout,
                 )
             except (OSError, TimeoutError, ssl.SSLError) as exc:
+                # asyncio has closed the transport, and with it the socket.
                 refused = refusal_reason(exc)
                 self.observer.tls_refused(peer, refused.reason, refused.detail)
-                _close(p.sock)
                 return
             assert isinstance(tls, asyncio.Transport)
             obj = tls.get_extra_info("ssl_object")
