@@ -5,8 +5,9 @@ It keeps the contract of :class:`~billhub.pipeline.ports.Journal`,
 :class:`~billhub.pipeline.ports.JournalReader` as the SQLite and PostgreSQL
 journals do (the same contract suite runs over all three:
 ``tests/contracts/test_journal_contract.py``): a key is applied once, the
-refusals :class:`~billhub.errors.KeyReversed`, :class:`~billhub.errors.DateClosed`
-and :class:`~billhub.errors.KeyTaken`, a reversal and its payment's mark in one
+refusals :class:`~billhub.errors.KeyReversed`, :class:`~billhub.errors.DateClosed`,
+:class:`~billhub.errors.KeyTaken` and :class:`~billhub.errors.BillTaken` (a batch
+biller's bill is taken by one payment at a time), a reversal and its payment's mark in one
 step, a failing write that writes nothing, and every call after ``close``
 answered with :class:`~billhub.errors.JournalError`.
 
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from billhub.errors import DateClosed, JournalError, KeyReversed, KeyTaken
+from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.iso8583 import codes as rc
 from billhub.pipeline.model import (
     PaymentKey,
@@ -63,6 +64,8 @@ class MemoryStore:
     instances: dict[str, str] = field(default_factory=dict)
     #: Instances running on this store (a closed journal is gone).
     running: set[str] = field(default_factory=set)
+    #: Batch billers' bills taken by payments: (biller, bill_id) -> payment id, while held.
+    claims: dict[tuple[str, str], str] = field(default_factory=dict)
     #: Settlement dates before this one are closed (a cutover to it was recorded).
     closed_before: date | None = None
     task_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -158,7 +161,12 @@ class MemoryJournal:
         if record.state in _OPEN_DATE_STATES and closed and record.settlement_date < closed:
             raise DateClosed(f"settlement date {record.settlement_date} is closed")
         self._check_new(store, record)
+        taken = [b for b in record.claims if store.claims.get((record.biller, b), None)]
+        if taken:
+            raise BillTaken("another payment took a bill this one would pay")
         self._insert(self._write(), record)
+        for bill_id in record.claims:
+            store.claims[(record.biller, bill_id)] = record.payment_id
         return record, True
 
     async def finish_payment(
@@ -243,6 +251,9 @@ class MemoryJournal:
         store.reversals[reversal.key] = replace(reversal)
         if marks is not None:
             marks.reversed = True
+            for held, pid in list(store.claims.items()):  # its bills are open again
+                if pid == marks.payment_id:
+                    del store.claims[held]
         if task is not None:
             self._add_task(store, task)
 

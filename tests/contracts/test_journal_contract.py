@@ -33,7 +33,7 @@ from tests.journal_records import (
     task_for,
 )
 
-from billhub.errors import DateClosed, JournalError, KeyReversed, KeyTaken
+from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.pipeline.model import (
     PaymentState,
     Resolution,
@@ -733,3 +733,26 @@ async def test_resolution_and_ledger_queries(journal: Any) -> None:
     rec.resolution = Resolution.NEVER_POSTED
     rec.account = "changed by the caller"  # a record got back is the caller's copy
     assert (await journal.get_payment_by_id(a.payment_id)).account == "0100234567"
+
+
+# -- a batch biller's bills: taken by one payment at a time -----------------------------------
+
+
+async def test_a_bill_is_taken_by_one_payment_and_released_by_its_reversal(journal: Any) -> None:
+    first = approve(replace(payment("000000000210"), claims=("B-1", "B-2")))
+    assert (await journal.insert_payment(first))[1] is True
+    second = approve(replace(payment("000000000211"), claims=("B-3", "B-2")))
+    with pytest.raises(BillTaken):
+        await journal.insert_payment(second)
+    assert await journal.get_payment(second.key) is None  # the payment and its bills, or none
+    other_biller = approve(replace(payment("000000000212", biller="OTHER"), claims=("B-2",)))
+    assert (await journal.insert_payment(other_biller))[1] is True
+
+    await journal.insert_reversal(
+        reversal("000000000210", payment_id=first.payment_id, response_code="00")
+    )
+    again = approve(replace(payment("000000000213"), claims=("B-3", "B-2")))
+    assert (await journal.insert_payment(again))[1] is True
+    # B-3 was not taken by the refused payment: it is the new one's now.
+    with pytest.raises(BillTaken):
+        await journal.insert_payment(approve(replace(payment("000000000214"), claims=("B-3",))))
