@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,10 @@ from tests.fakes import MemoryAccount, MemoryBiller
 from tests.journal_records import T0
 from tests.memjournal import MemoryJournal, MemoryStore
 
-from billhub.config import BatchSettings, JournalConfig, RestSettings
-from billhub.connectors.batch import BatchConnector
-from billhub.connectors.rest import RestConnector
+from billhub.config import BatchSettings, BillerConfig, JournalConfig, RestSettings
+from billhub.connectors.registry import ConnectorContext, build_biller
 from billhub.journal.factory import JournalSet, build_journal
-from billhub.pipeline.model import Bill
+from billhub.pipeline.model import AccountStatus, Bill
 from billhub.pipeline.ports import Biller
 from billhub.settlement.ports import CutoverRecord
 from billhub.simulator.demo_data import DemoAccount, write_bills_file
@@ -131,9 +130,6 @@ class BillerUnderTest:
     #: Make the biller unreachable (every call then raises BillerUnavailable); None
     #: for a biller that lives in the hub (nothing to take down but the hub).
     take_down: Callable[[], Awaitable[None]] | None = None
-    #: The journal a batch biller reads (what the hub approved), else None.
-    ledger: MemoryJournal | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 BillerMaker = Callable[
@@ -148,7 +144,7 @@ def memory_accounts(accounts: list[DemoAccount]) -> list[MemoryAccount]:
             a.account,
             a.customer_name,
             [Bill(b.bill_id, b.period, b.due_date, b.amount) for b in a.bills],
-            a.status,
+            AccountStatus(a.status),
             a.partial_allowed,
             a.min_payment if a.partial_allowed else 0,
         )
@@ -172,15 +168,15 @@ async def memory_biller(
 async def rest_biller(
     request: pytest.FixtureRequest, accounts: list[DemoAccount], code: str
 ) -> AsyncIterator[BillerUnderTest]:
-    """The REST connector against the demo REST biller on a real socket."""
+    """The REST connector, as the registry builds it, against the demo REST biller on a
+    real socket."""
     server = RestBiller(accounts, "tok-contract-7e1f")
     await server.start()
-    connector = RestConnector(
-        code,
-        RestSettings(server.url, "tok-contract-7e1f"),
-        max_concurrency=4,
-        call_timeout=5.0,
+    config = BillerConfig(
+        code, "REST", "rest", 5.0, 4, rest=RestSettings(server.url, "tok-contract-7e1f")
     )
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    connector = build_biller(config, ConnectorContext(tmp_path, T0.date))
     stopped = False
 
     async def down() -> None:
@@ -189,7 +185,7 @@ async def rest_biller(
         await server.stop()
 
     try:
-        yield BillerUnderTest(connector, down, extra={"server": server})
+        yield BillerUnderTest(connector, down)
     finally:
         await connector.close()
         if not stopped:
@@ -200,22 +196,25 @@ async def rest_biller(
 async def batch_biller(
     request: pytest.FixtureRequest, accounts: list[DemoAccount], code: str
 ) -> AsyncIterator[BillerUnderTest]:
-    """The batch connector with the accounts in a bills file it loaded from its inbox."""
+    """The batch connector, as the registry builds it, over the SQLite journal's bills
+    store, with the accounts in a bills file it took in from its inbox."""
     tmp_path: Path = request.getfixturevalue("tmp_path")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     write_bills_file(inbox, code, accounts, day=T0.date())
-    connector = BatchConnector(
-        code, BatchSettings(inbox, tmp_path / "outbox"), tmp_path / "state", today=T0.date
+    stores = build_journal(JournalConfig(kind="sqlite", path=tmp_path / "journal.db"))
+    await stores.open()
+    config = BillerConfig(
+        code, "Batch", "batch", 5.0, 4, batch=BatchSettings(inbox, tmp_path / "outbox")
     )
-    ledger = MemoryJournal()
-    await ledger.open()
-    await connector.start(ledger)
-    await connector.poll()  # the company dropped its bills file: take it in
+    connector = build_biller(config, ConnectorContext(tmp_path, T0.date, bills=stores.bills))
     try:
-        yield BillerUnderTest(connector, None, ledger)
+        await connector.start(stores.journal)
+        await connector.poll()  # the company dropped its bills file: take it in
+        yield BillerUnderTest(connector, None)
     finally:
         await connector.close()
+        await stores.close()
 
 
 BILLER_KINDS: dict[str, BillerMaker] = {
