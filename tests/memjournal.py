@@ -26,13 +26,15 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Literal
 
 from billhub.errors import BillTaken, DateClosed, JournalError, KeyReversed, KeyTaken
 from billhub.iso8583 import codes as rc
 from billhub.pipeline.model import (
+    DayFileEntry,
     PaymentKey,
     PaymentRecord,
     PaymentState,
@@ -317,6 +319,26 @@ class MemoryJournal:
             if r.biller == biller and r.booked_on == booked_on and r.response_code == rc.APPROVED
         ]
 
+    async def payments_file_entries(
+        self, biller: str, settlement_date: date, *, page: int = 20_000
+    ) -> AsyncIterator[list[DayFileEntry]]:
+        store = self._read()
+        entries: list[DayFileEntry] = []
+        for p in store.payments.values():
+            if (p.biller, p.settlement_date, p.state) == (biller, settlement_date, APPROVED):
+                entries.append(_entry("approved", p, p.amount))
+        for r in store.reversals.values():
+            if (r.biller, r.booked_on, r.response_code) != (biller, settlement_date, rc.APPROVED):
+                continue
+            if r.payment_id is None:
+                continue
+            original = store.payments.get(r.payment_id)
+            if original is None:
+                raise JournalError("a reversed payment is missing from the journal")
+            entries.append(_entry("reversed", original, r.amount))
+        for i in range(0, len(entries), page):
+            yield entries[i : i + page]
+
     async def held_payments(self, biller: str) -> list[PaymentRecord]:
         return [
             _copy_payment(p)
@@ -360,6 +382,24 @@ class MemoryJournal:
 
     async def payments(self, *, biller: str | None = None) -> list[PaymentRecord]:
         return [_copy_payment(p) for p in self._payments() if biller in (None, p.biller)]
+
+
+APPROVED = PaymentState.APPROVED
+
+
+def _entry(status: Literal["approved", "reversed"], p: PaymentRecord, amount: int) -> DayFileEntry:
+    return DayFileEntry(
+        status,
+        p.payment_id,
+        p.settlement_date,
+        p.account,
+        p.bill_id,
+        amount,
+        p.key.acquirer,
+        p.key.rrn.strip(),
+        p.channel,
+        p.receipt,
+    )
 
 
 def snapshot(journal: MemoryJournal) -> MemoryStore:

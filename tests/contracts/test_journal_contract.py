@@ -756,3 +756,37 @@ async def test_a_bill_is_taken_by_one_payment_and_released_by_its_reversal(journ
     # B-3 was not taken by the refused payment: it is the new one's now.
     with pytest.raises(BillTaken):
         await journal.insert_payment(approve(replace(payment("000000000214"), claims=("B-3",))))
+
+
+async def test_payments_file_entries_are_the_days_approvals_then_its_00_reversals(
+    journal: Any,
+) -> None:
+    kept = await approved_in_journal(journal, "000000000220 ")
+    undone = await approved_in_journal(journal, "000000000221")
+    await approved_in_journal(journal, "000000000222", biller="OTHER")
+    declined, _ = await journal.insert_payment(payment("000000000223"))
+    declined.state, declined.response_code, declined.answered_at = PaymentState.DECLINED, "13", T0
+    await journal.finish_payment(declined)
+    await journal.insert_reversal(
+        reversal("000000000221", payment_id=undone.payment_id, response_code="00")
+    )
+    await journal.insert_reversal(
+        reversal("000000000223", payment_id=declined.payment_id, response_code="25")
+    )
+    pages = [page async for page in journal.payments_file_entries(BILLER, SDATE)]
+    rows = [e for page in pages for e in page]
+    assert [(e.status, e.payment_id) for e in rows] == [
+        ("approved", kept.payment_id),
+        ("approved", undone.payment_id),
+        ("reversed", undone.payment_id),
+    ]
+    first = rows[0]
+    assert (first.rrn, first.acquirer, first.amount, first.receipt) == (
+        "000000000220",
+        "600001",
+        125_000,
+        "RCPT-2025-000001",
+    )
+    assert type(first.amount) is int and first.settlement_date == SDATE
+    later = SDATE + timedelta(days=1)
+    assert [page async for page in journal.payments_file_entries(BILLER, later)] in ([], [[]])
