@@ -261,6 +261,10 @@ class PgDatabase:
                 if self._up_since is None:
                     self._up_since = time.monotonic()
 
+    def check_open(self) -> None:
+        """Raise :class:`JournalError` unless the journal is open (a call after close)."""
+        self._ready()
+
     def answering_for(self) -> float:
         """How long the database has answered without a failure (0 while failing).
 
