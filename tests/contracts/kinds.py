@@ -103,7 +103,9 @@ def sqlite_place(request: pytest.FixtureRequest) -> FactoryPlace:
 
 
 def postgresql_place(request: pytest.FixtureRequest) -> FactoryPlace:
-    return FactoryPlace(JournalConfig(kind="postgresql", dsn=request.getfixturevalue("pg_dsn")))
+    # A short lease: a journal just opened takes over others' payments only after one.
+    dsn = request.getfixturevalue("pg_dsn")
+    return FactoryPlace(JournalConfig(kind="postgresql", dsn=dsn, lease_s=1.0))
 
 
 JOURNAL_KINDS: dict[str, Callable[[pytest.FixtureRequest], JournalPlace]] = {
