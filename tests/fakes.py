@@ -8,10 +8,10 @@ about the pipeline; the adapters are tested against the same contracts elsewhere
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from billhub.errors import BillerRejected, BillerUnavailable
+from billhub.errors import BillerRejected, BillerTimeout, BillerUnavailable
 from billhub.pipeline.model import (
     AccountBills,
     AccountStatus,
@@ -81,24 +81,42 @@ def memory_account(account: str, *amounts: int, name: str = "محمد الأحم
 class _Posted:
     order: PaymentOrder
     receipt: str
-    bills: tuple[str, ...]
+    #: (bill id, amount taken) in the order the bills were paid (oldest first).
+    allocations: tuple[tuple[str, int], ...]
     cancelled: bool = False
+
+    @property
+    def bills(self) -> tuple[str, ...]:
+        return tuple(b for b, _ in self.allocations)
+
+
+def _content(o: PaymentOrder) -> tuple[object, ...]:
+    """What makes two posts of one payment id "the same payment" (``paid_at`` excluded)."""
+    return (o.account, o.bill_id, o.amount, o.settlement_date, o.acquirer, o.rrn, o.channel)
 
 
 @dataclass
 class MemoryBiller:
-    """A remote biller held in memory, with the REST contract's answers (BILLERS.md 1).
+    """A remote biller held in memory, with the REST contract's answers (BILLERS.md 1):
+    the same refusals, in the same order, partial payments where the account allows
+    them (oldest bill first), and idempotency on the payment id. The biller contract
+    suite (``tests/contracts/test_biller_contract.py``) runs it beside the connectors.
 
-    ``down`` makes every call raise :class:`BillerUnavailable`; ``posts`` counts
-    post calls that reached it (repeats included), ``ledger`` what it holds.
+    ``down`` makes every call raise :class:`BillerUnavailable`. ``post_fault`` makes
+    the next posts fail: ``"unavailable"`` or ``"timeout"`` before anything is posted,
+    ``"lost_answer"`` after the posting is applied (the biller holds it, the hub never
+    heard: a `91` for the resolver). ``posts`` counts post calls that reached it
+    (repeats included), ``cancels`` the cancel calls, ``ledger`` what it holds.
     """
 
     code: str
     accounts: Sequence[MemoryAccount]
     down: bool = False
+    post_fault: str | None = None
     status_is_authoritative: bool = False
     exchanges_files: bool = False
     posts: int = 0
+    cancels: int = 0
     ledger: dict[str, _Posted] = field(default_factory=dict)
 
     def _check(self) -> None:
@@ -111,8 +129,19 @@ class MemoryBiller:
                 return a
         raise BillerRejected("unknown_account", "no such account")
 
-    def _paid(self) -> set[str]:
-        return {b for p in self.ledger.values() if not p.cancelled for b in p.bills}
+    def _remaining(self, bill: Bill) -> int:
+        taken = sum(
+            amount
+            for p in self.ledger.values()
+            if not p.cancelled
+            for bill_id, amount in p.allocations
+            if bill_id == bill.bill_id
+        )
+        return bill.amount - taken
+
+    def _open(self, a: MemoryAccount) -> list[Bill]:
+        bills = [replace(b, amount=self._remaining(b)) for b in a.bills]
+        return [b for b in bills if b.amount > 0]
 
     async def start(self, ledger: PaymentsLedger) -> None:
         return None
@@ -129,32 +158,57 @@ class MemoryBiller:
     async def open_bills(self, account: str) -> AccountBills:
         self._check()
         a = self._account(account)
-        paid = self._paid()
-        bills = tuple(b for b in a.bills if b.bill_id not in paid)
+        min_payment = a.min_payment if a.partial_allowed else 0
         return AccountBills(
-            a.account, a.customer_name, a.status, a.partial_allowed, a.min_payment, bills
-        )
+            a.account, a.customer_name, a.status, a.partial_allowed, min_payment,
+            tuple(self._open(a)),
+        )  # fmt: skip
 
     async def post_payment(self, order: PaymentOrder) -> str:
         self._check()
+        fault = self.post_fault
+        if fault == "unavailable":
+            raise BillerUnavailable("connection refused")
+        if fault == "timeout":
+            raise BillerTimeout("no answer in time")
         self.posts += 1
         known = self.ledger.get(order.payment_id)
         if known is not None:
-            if known.order.amount != order.amount or known.order.account != order.account:
+            if _content(known.order) != _content(order):
                 raise BillerRejected("payment_id_conflict", "other content")
             if known.cancelled:
                 raise BillerRejected("payment_cancelled", "cancelled")
             return known.receipt
-        bills = await self.open_bills(order.account)
-        if bills.status is not AccountStatus.ACTIVE:
-            raise BillerRejected("account_blocked", "blocked")
-        targets = [b for b in bills.bills if order.bill_id in (None, b.bill_id)]
-        if not targets:
-            raise BillerRejected("nothing_due" if order.bill_id is None else "bill_not_open")
-        if order.amount != sum(b.amount for b in targets):
+        a = self._account(order.account)
+        if a.status is not AccountStatus.ACTIVE:
+            raise BillerRejected("account_blocked", f"account is {a.status}")
+        open_bills = self._open(a)
+        if order.bill_id is not None:
+            targets = [b for b in open_bills if b.bill_id == order.bill_id]
+            if not targets:
+                raise BillerRejected("bill_not_open", "bill is paid or not this account's")
+        else:
+            targets = open_bills
+            if not targets:
+                raise BillerRejected("nothing_due", "nothing left to pay")
+        due = sum(b.amount for b in targets)
+        if a.partial_allowed:
+            acceptable = min(a.min_payment, due) <= order.amount <= due
+        else:
+            acceptable = order.amount == due
+        if not acceptable:
             raise BillerRejected("amount_not_acceptable", "not the amount due")
+        allocations, left = [], order.amount
+        for b in targets:  # oldest first
+            take = min(left, b.amount)
+            if take == 0:
+                break
+            allocations.append((b.bill_id, take))
+            left -= take
         receipt = f"R{len(self.ledger) + 1:05d}"
-        self.ledger[order.payment_id] = _Posted(order, receipt, tuple(b.bill_id for b in targets))
+        self.ledger[order.payment_id] = _Posted(order, receipt, tuple(allocations))
+        if fault == "lost_answer":
+            raise BillerTimeout("posted, but the answer was lost")
         return receipt
 
     def bills_taken(self, payment_id: str) -> tuple[str, ...]:
@@ -163,6 +217,7 @@ class MemoryBiller:
 
     async def cancel_payment(self, payment_id: str) -> None:
         self._check()
+        self.cancels += 1
         posted = self.ledger.get(payment_id)
         if posted is None:
             raise BillerRejected("unknown_payment", "never posted")

@@ -90,9 +90,17 @@ class Recorder:
 
 
 def base_config(
-    pki: Any, journal: Path, *, admin: bool = True, metrics: bool = True, **link: Any
+    pki: Any,
+    journal: Path,
+    *,
+    admin: bool = True,
+    metrics: bool = True,
+    journal_dsn: str | None = None,
+    **link: Any,
 ) -> str:
     """The loopback hub every test starts from: link, TLS from the test PKI, admin, journal.
+
+    ``journal_dsn``: the PostgreSQL journal there instead of the SQLite file ``journal``.
 
     ``link`` adds or overrides ``[link]`` keys; callers append their own sections
     (``[resolver]``, ``[[billers]]``, ``[log]``) after it.
@@ -114,7 +122,10 @@ def base_config(
             lines.append("metrics = false")
     else:
         lines.append("enabled = false")
-    lines += ["[journal]", f'path = "{journal}"']
+    if journal_dsn is None:
+        lines += ["[journal]", f'path = "{journal}"']
+    else:
+        lines += ["[journal]", 'kind = "postgresql"', f"dsn = {json.dumps(journal_dsn)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.test_journal_sqlite import SDATE, T0, payment, reversal
+from tests.journal_records import SDATE, T0, payment, reversal
 
 from billhub.config import JournalConfig
 from billhub.journal.factory import JournalSet, build_journal

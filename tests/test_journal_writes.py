@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import fill_disk
-from tests.test_journal_sqlite import payment
+from tests.journal_records import payment
 
 from billhub.config import BatchSettings, JournalConfig
 from billhub.connectors.batch import BatchConnector

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from tests.fakes import FixedIds, ManualClock, MemoryBiller, memory_account
-from tests.test_journal_sqlite import T0, approved_in_journal, payment
+from tests.journal_records import T0, approved_in_journal, payment
 
 from billhub.config import JournalConfig
 from billhub.iso8583.spec import load_spec

@@ -127,8 +127,10 @@ async def start_world(
     journal: Path | None = None,
     outbox: Path | None = None,
     admin: bool = False,
+    journal_dsn: str | None = None,
 ) -> World:
-    """``admin``: serve the admin port (metrics, status) on a free loopback port."""
+    """``admin``: serve the admin port (metrics, status) on a free loopback port.
+    ``journal_dsn``: run on that PostgreSQL journal instead of the SQLite file."""
     rest_accounts = generate_accounts("01", n_accounts, 11, today=TODAY)
     batch_accounts = generate_accounts("02", n_accounts, 12, today=TODAY)
     rest = RestBiller(rest_accounts, TOKEN, faults=faults)
@@ -140,7 +142,13 @@ async def start_world(
     journal = journal or tmp_path / "journal.db"
     write_bills_file(inbox, BATCH, batch_accounts, day=TODAY)
     text = (
-        base_config(pki, journal, admin=admin, answer_budget_s=max(budget, 1.0) + 1)
+        base_config(
+            pki,
+            journal,
+            admin=admin,
+            journal_dsn=journal_dsn,
+            answer_budget_s=max(budget, 1.0) + 1,
+        )
         + f"""
 [resolver]
 quiet_period_s = {quiet}

@@ -141,8 +141,9 @@ class PgDatabase:
 
         Raises :class:`JournalError` naming ``journal.dsn`` (never the DSN itself).
         """
+        pool: asyncpg.Pool | None = None
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self._dsn,
                 # No floor: asyncpg restores a floor by retrying in the background
                 # while the server is down, logging a traceback each second. Connections
@@ -152,12 +153,18 @@ class PgDatabase:
                 command_timeout=self._timeout,
                 timeout=self._timeout,
             )
+            # With no floor nothing has connected yet: one connection now, so that a
+            # server that cannot be reached, or refuses us, is named as such here.
+            await pool.execute("SELECT 1")
+            self._pool = pool
         except (
             OSError,
             asyncpg.PostgresError,
             asyncpg.exceptions.InterfaceError,
             TimeoutError,
         ) as exc:
+            if pool is not None:
+                await pool.close()
             raise JournalError(
                 f"journal.dsn: cannot connect to the PostgreSQL journal: {_reason(exc)}"
             ) from None
@@ -253,6 +260,10 @@ class PgDatabase:
                 self._report_ok()
                 if self._up_since is None:
                     self._up_since = time.monotonic()
+
+    def check_open(self) -> None:
+        """Raise :class:`JournalError` unless the journal is open (a call after close)."""
+        self._ready()
 
     def answering_for(self) -> float:
         """How long the database has answered without a failure (0 while failing).

@@ -202,6 +202,7 @@ class PgJournal:
         return result
 
     async def unfinished_payments(self) -> list[PaymentRecord]:
+        self.db.check_open()
         if self.db.answering_for() < self.db.lease_s:
             # Just back from an outage (or just started): a beat older than the lease
             # may be a live instance that could not beat either. Asked again later.
