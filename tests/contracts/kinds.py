@@ -12,6 +12,8 @@ kind goes in the last).
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -24,13 +26,20 @@ from tests.fakes import MemoryAccount, MemoryBiller
 from tests.journal_records import T0
 from tests.memjournal import MemoryJournal, MemoryStore
 
-from billhub.config import BatchSettings, BillerConfig, JournalConfig, RestSettings
+from billhub.config import (
+    BatchSettings,
+    BillerConfig,
+    DatabaseSettings,
+    JournalConfig,
+    RestSettings,
+)
+from billhub.connectors.database.schema import install, load_bills
 from billhub.connectors.registry import ConnectorContext, build_biller
 from billhub.journal.factory import JournalSet, build_journal
 from billhub.pipeline.model import AccountStatus, Bill
 from billhub.pipeline.ports import Biller
 from billhub.settlement.ports import CutoverRecord
-from billhub.simulator.demo_data import DemoAccount, write_bills_file
+from billhub.simulator.demo_data import DemoAccount, bills_table_rows, write_bills_file
 from billhub.simulator.rest_biller import RestBiller
 
 # -- journals ------------------------------------------------------------------------------
@@ -219,8 +228,48 @@ async def batch_biller(
         await stores.close()
 
 
+def database_biller(server: str) -> BillerMaker:
+    """The database connector, as the registry builds it, on a fresh database of the
+    machine's PostgreSQL or MariaDB holding the default schema filled with the accounts."""
+
+    @asynccontextmanager
+    async def make(
+        request: pytest.FixtureRequest, accounts: list[DemoAccount], code: str
+    ) -> AsyncIterator[BillerUnderTest]:
+        dsn = str(request.getfixturevalue("pg_dsn" if server == "postgresql" else "mariadb_dsn"))
+        await install(dsn)
+        await load_bills(dsn, bills_table_rows(accounts))
+        config = BillerConfig(code, "Database", "database", 5.0, 4, database=DatabaseSettings(dsn))
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        connector = build_biller(config, ConnectorContext(tmp_path, T0.date))
+
+        async def down() -> None:
+            # The company's server refuses the hub: no new sessions, the open ones cut.
+            name = dsn.rsplit("/", 1)[1]
+            if server == "postgresql":
+                sql = (
+                    f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false; '
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+                cmd = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", sql]
+            else:
+                cmd = ["mariadb", "-h", "127.0.0.1", "-u", "root", "-e", f"DROP DATABASE `{name}`"]
+            done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, check=False)
+            assert done.returncode == 0, done.stderr
+
+        try:
+            yield BillerUnderTest(connector, down)
+        finally:
+            await connector.close()
+
+    return make
+
+
 BILLER_KINDS: dict[str, BillerMaker] = {
     "memory": memory_biller,
     "rest": rest_biller,
     "batch": batch_biller,
+    "database-postgresql": database_biller("postgresql"),
+    "database-mariadb": database_biller("mariadb"),
 }
