@@ -25,6 +25,7 @@ from billhub.app.clearing import import_settlement_file, write_report
 from billhub.app.demo import fill_biller_database, run_demo
 from billhub.app.hub import serve
 from billhub.app.ops import add_ops_parsers
+from billhub.app.web import run_web, users_add, users_disable, users_list
 from billhub.config import load_config
 from billhub.errors import BillhubError, ConfigError
 from billhub.iso8583.spec import load_spec
@@ -157,6 +158,29 @@ def _cmd_settle_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure(config.log.format, config.log.level)
+    asyncio.run(run_web(config))
+    return 0
+
+
+def _cmd_web_users(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    if args.users_command == "add":
+        password = asyncio.run(users_add(config, args.username, args.role, args.company))
+        print(f"added {args.username} ({args.role}{', ' + args.company if args.company else ''})")
+        print(f"password: {password}")
+    elif args.users_command in ("disable", "enable"):
+        asyncio.run(users_disable(config, args.username, args.users_command == "disable"))
+        print(f"{args.users_command}d {args.username}")
+    else:
+        for u in asyncio.run(users_list(config)):
+            state = "disabled" if u.disabled else "active"
+            print(f"{u.username:<24} {u.role:<10} {u.company or '-':<12} {state}")
+    return 0
+
+
 def _cmd_switch(args: argparse.Namespace) -> int:
     return run_switch(args)
 
@@ -258,6 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec", default=None, help="link spec file (default: the bundled link-v1.toml)"
     )
     st.set_defaults(func=_cmd_spec_table)
+
+    w = sub.add_parser("web", help="run the citizen web service; manage staff accounts")
+    w.add_argument("--config", required=True, help="TOML configuration file (the hub's)")
+    w.set_defaults(func=_cmd_web)
+    wsub = w.add_subparsers(dest="web_command")
+    wu = wsub.add_parser("users", help="the companies' desk staff accounts")
+    wusub = wu.add_subparsers(dest="users_command", required=True)
+    wa = wusub.add_parser("add", help="add a staff account and print its password")
+    wa.add_argument("username")
+    wa.add_argument("--role", required=True, choices=["clerk", "supervisor", "ministry"])
+    wa.add_argument("--company", default=None, help="biller code (not for ministry)")
+    for name in ("disable", "enable"):
+        wd = wusub.add_parser(name, help=f"{name} a staff account")
+        wd.add_argument("username")
+    wusub.add_parser("list", help="list staff accounts")
+    wu.set_defaults(func=_cmd_web_users)
 
     add_switch_parser(sub, _cmd_switch)
     add_ops_parsers(sub)  # status, journal show

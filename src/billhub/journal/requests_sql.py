@@ -118,6 +118,9 @@ class SqlRequestStore:
         if query.company is not None:
             where.append("company=?")
             params.append(query.company)
+        if query.account is not None:
+            where.append("account=?")
+            params.append(query.account)
         if query.type is not None:
             where.append("type=?")
             params.append(query.type.value)

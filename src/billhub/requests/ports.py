@@ -58,6 +58,7 @@ class Query:
     """Which requests a list shows: ``company`` None means every company."""
 
     company: str | None = None
+    account: str | None = None
     type: RequestType | None = None
     open_only: bool = False
     filed_from: datetime | None = None

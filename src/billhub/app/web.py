@@ -1,0 +1,266 @@
+"""``billhub web``: the citizen web service, its own process beside ``billhub serve``.
+
+It shares the hub's configuration file: the journal database (the requests' tables
+live there, the payments are read from there) and the billers, reached through the
+same connectors as the switch path (REST first; a biller kind the web service does
+not reach yet is offered for requests that need no inquiry). Uvicorn serves the
+app and, on the admin port, the metrics. A background loop escalates overdue
+requests and refreshes the request gauges every ``refresh_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import make_asgi_app
+
+from billhub.app.runtime import utc_today
+from billhub.config import Config
+from billhub.connectors.registry import ConnectorContext, build_biller
+from billhub.errors import ConfigError
+from billhub.journal.factory import build_request_store
+from billhub.observability.logs import flush as flush_logs
+from billhub.observability.logs import get_logger
+from billhub.observability.webmetrics import WebMetrics
+from billhub.pipeline.ports import Biller
+from billhub.requests.model import ROLES, RequestType
+from billhub.requests.ports import AuditEntry, CodeSender, Conflict, RequestStore, StaffUser
+from billhub.requests.turnaround import TurnaroundPolicy
+from billhub.settlement.calendar import WorkingCalendar
+from billhub.web.asgi import create_app
+from billhub.web.auth import hash_password, new_password
+from billhub.web.ratelimit import RateLimiter
+from billhub.web.senders import FileCodeSender, HttpSmsSender
+from billhub.web.services import Company, Limits, Services
+from billhub.web.uploads import UploadStore
+
+#: Biller kinds the web service asks for open bills (batch once its store is shared).
+ONLINE_KINDS = ("rest",)
+
+log = get_logger("billhub.web")
+
+
+def policy_of(config: Config) -> TurnaroundPolicy:
+    r = config.requests
+    base = TurnaroundPolicy()
+    return TurnaroundPolicy(
+        calendar=WorkingCalendar(holidays=frozenset(r.holidays), weekend=frozenset(r.weekend)),
+        defaults={**base.defaults, **r.turnaround_days},
+        per_company=r.companies,
+    )
+
+
+def sender_of(config: Config) -> CodeSender:
+    w = config.web
+    if w.sms_url is not None and w.sms_token is not None:
+        return HttpSmsSender(w.sms_url, w.sms_token)
+    assert w.code_file is not None
+    return FileCodeSender(w.code_file)
+
+
+@dataclass
+class WebService:
+    config: Config
+    store: RequestStore
+    services: Services
+    metrics: WebMetrics
+    billers: list[Biller]
+    refresh_s: float = 30.0
+    servers: list[uvicorn.Server] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    port: int = 0
+    admin_port: int = 0
+
+    async def start(self) -> int:
+        await self.store.open()
+        app = create_app(
+            self.services,
+            secure_cookies=self.config.web.secure_cookies,
+            max_upload=self.config.web.max_upload_bytes,
+            observe=self.metrics.request,
+        )
+        w = self.config.web
+        main = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=w.host,
+                port=w.port,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        admin = uvicorn.Server(
+            uvicorn.Config(
+                make_asgi_app(self.metrics.registry),
+                host=w.admin_host,
+                port=w.admin_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        for server in (main, admin):
+            self.servers.append(server)
+            self.tasks.append(asyncio.create_task(server.serve()))
+            while not server.started:
+                if self.tasks[-1].done():
+                    self.tasks[-1].result()  # raises why it could not start
+                await asyncio.sleep(0.01)
+        self.port = _bound(main)
+        self.admin_port = _bound(admin)
+        self.tasks.append(asyncio.create_task(self._refresh()))
+        return self.port
+
+    async def refresh_once(self) -> None:
+        n = await self.services.escalate_due()
+        if n:
+            self.metrics.escalations.inc(n)
+            log.warning("requests_escalated", count=n)
+        open_, overdue = await self.services.open_counts()
+        self.metrics.set_counts(
+            open_, overdue, list(self.services.companies), [t.value for t in RequestType]
+        )
+
+    async def _refresh(self) -> None:
+        while True:
+            try:
+                await self.refresh_once()
+            except Exception as exc:  # reported; the next round tries again
+                log.error("requests_refresh_failed", error=type(exc).__name__)
+            await asyncio.sleep(self.refresh_s)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        for t in self.tasks[len(self.servers) :]:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for b in self.billers:
+            with contextlib.suppress(Exception):
+                await b.close()
+        await self.store.close()
+
+
+def _bound(server: uvicorn.Server) -> int:
+    for s in server.servers:
+        for sock in s.sockets:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("server has no socket")
+
+
+def build_web(config: Config, *, today: Any = utc_today) -> WebService:
+    metrics = WebMetrics()
+    ctx = ConnectorContext(
+        state_dir=config.journal.path.parent
+        if config.journal.path
+        else config.web.uploads or Path.cwd(),
+        today=today,
+    )
+    companies: list[Company] = []
+    billers: list[Biller] = []
+    for b in config.billers:
+        biller = build_biller(b, ctx) if b.kind in ONLINE_KINDS else None
+        if biller is not None:
+            billers.append(biller)
+        companies.append(Company(b.code, b.name, b.budget_s, biller))
+    w = config.web
+    clock = time.monotonic
+    store = build_request_store(config.journal)
+    assert w.uploads is not None and w.exports is not None
+    services = Services(
+        store=store,
+        companies=companies,
+        policy=policy_of(config),
+        sender=sender_of(config),
+        uploads=UploadStore(w.uploads),
+        exports=w.exports,
+        limits=Limits(
+            client=RateLimiter(w.client_per_minute, 60.0, clock),
+            account=RateLimiter(w.account_per_minute, 60.0, clock),
+            login=RateLimiter(w.staff_login_per_minute, 60.0, clock),
+        ),
+        max_upload=w.max_upload_bytes,
+        session_hours=w.session_hours,
+        observe_biller=metrics.biller_call,
+    )
+    return WebService(config, store, services, metrics, billers)
+
+
+async def run_web(config: Config) -> None:
+    """Run until SIGTERM or SIGINT."""
+    service = build_web(config)
+    port = await service.start()
+    log.info("web_listening", host=config.web.host, port=port, admin_port=service.admin_port)
+    flush_logs()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+    flush_logs()
+
+
+async def users_add(
+    config: Config, username: str, role: str, company: str | None, password: str | None = None
+) -> str:
+    """Add a staff account; returns its password (made up unless given)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,39}", username):
+        raise ConfigError("username", "2-40 of a-z 0-9 . _ - (starting with a letter or digit)")
+    if role not in ROLES:
+        raise ConfigError("role", f"must be one of {', '.join(ROLES)}")
+    if role == "ministry":
+        if company is not None:
+            raise ConfigError("company", "a ministry account belongs to no company")
+    elif company is None or config.biller(company) is None:
+        raise ConfigError("company", "must be the code of a configured biller")
+    secret = password or new_password()
+    store = build_request_store(config.journal)
+    await store.open()
+    try:
+        try:
+            await store.add_staff(StaffUser(username, company, role, hash_password(secret)))
+        except Conflict:
+            raise ConfigError("username", f"{username} already exists") from None
+        await store.record(
+            AuditEntry(datetime.now(UTC), "cli", company, "staff_added", None, f"{username} {role}")
+        )
+    finally:
+        await store.close()
+    return secret
+
+
+async def users_disable(config: Config, username: str, disabled: bool = True) -> None:
+    store = build_request_store(config.journal)
+    await store.open()
+    try:
+        user = await store.staff(username)
+        if user is None or not await store.set_staff_disabled(username, disabled):
+            raise ConfigError("username", f"no staff account {username}")
+        action = "staff_disabled" if disabled else "staff_enabled"
+        await store.record(
+            AuditEntry(datetime.now(UTC), "cli", user.company, action, None, username)
+        )
+    finally:
+        await store.close()
+
+
+async def users_list(config: Config) -> list[StaffUser]:
+    store = build_request_store(config.journal)
+    await store.open()
+    try:
+        return await store.all_staff()
+    finally:
+        await store.close()
