@@ -23,7 +23,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +204,7 @@ class Pages:
         ctx.setdefault("errors", None)
         ctx.setdefault("form", _Blank())
         ctx.setdefault("staff", None)
-        ctx.setdefault("now", datetime.now(UTC))
+        ctx.setdefault("now", self.services.now())
         csrf = self.csrf_cookie(request)
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         html = self.env.get_template(template).render(
