@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Pki
 from tests.webharness import (
     ACCOUNTS_A,
+    BATCH,
     COMPANY_A,
     COMPANY_B,
     TOKEN,
@@ -29,10 +30,12 @@ from tests.webharness import (
 )
 
 from billhub.config import RestSettings
+from billhub.connectors.batch import BatchConnector
 from billhub.connectors.rest import RestConnector
 from billhub.journal.factory import build_journal
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentKey, PaymentOrder, PaymentRecord, PaymentState
+from billhub.simulator.demo_data import generate_accounts, write_bills_file
 
 PHONE = "0944123456"
 
@@ -457,3 +460,37 @@ async def test_requests_live_on_postgresql_too(tmp_path: Path, pki: Pki, pg_dsn:
         await decide(web, "clerk-a", filed["ticket"], outcome="refused", note="لا يوجد ما يبرر")
         seen = await track(web, filed["ticket"])
         assert seen["status"] == "refused" and seen["decision"]["note"] == "لا يوجد ما يبرر"
+
+
+async def test_batch_inquiry_answers_from_the_journal_bills_store(web: Web) -> None:
+    """The hub loads a bills file into the journal's store; the web service answers
+    from the same store (and "try again later" while no journal exists)."""
+    accounts = generate_accounts("02", 10, 2, today=datetime.now(UTC).date())
+    acc = next(a for a in accounts if a.status == "active" and a.bills)
+    async with client() as s:
+        status, body, _ = await api(
+            s, "GET", f"{web.url}/api/v1/bills?company={BATCH}&account={acc.account}"
+        )
+    assert status == 503 and body["error"]["code"] == "biller_unavailable"
+    batch = next(b for b in web.config.billers if b.code == BATCH)
+    assert batch.batch is not None
+    batch.batch.inbox.mkdir(parents=True, exist_ok=True)
+    write_bills_file(batch.batch.inbox, BATCH, accounts, day=datetime.now(UTC).date())
+    journal = build_journal(web.config.journal)
+    await journal.open()
+    try:
+        hub_side = BatchConnector(
+            BATCH, batch.batch, journal.bills, today=lambda: datetime.now(UTC).date()
+        )
+        await hub_side.start(journal.journal)
+        await hub_side.poll()
+        await hub_side.close()
+    finally:
+        await journal.close()
+    async with client() as s:
+        status, body, _ = await api(
+            s, "GET", f"{web.url}/api/v1/bills?company={BATCH}&account={acc.account}"
+        )
+    assert status == 200, body
+    assert [b["bill_id"] for b in body["bills"]] == [b.bill_id for b in acc.bills]
+    assert body["total_due"] == acc.total_due

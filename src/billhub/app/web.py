@@ -2,8 +2,8 @@
 
 It shares the hub's configuration file: the journal database (the requests' tables
 live there, the payments are read from there) and the billers, reached through the
-same connectors as the switch path (REST first; a biller kind the web service does
-not reach yet is offered for requests that need no inquiry). Uvicorn serves the
+same connectors as the switch path (REST directly; batch billers through the journal's
+bills store, as the hub answers from it). Uvicorn serves the
 app and, on the admin port, the metrics. A background loop escalates overdue
 requests and refreshes the request gauges every ``refresh_s``.
 """
@@ -24,13 +24,14 @@ import uvicorn
 from prometheus_client import make_asgi_app
 
 from billhub.app.runtime import utc_today
-from billhub.config import Config
+from billhub.config import BillerConfig, Config
 from billhub.connectors.registry import ConnectorContext, build_biller
-from billhub.errors import ConfigError
-from billhub.journal.factory import build_request_store
+from billhub.errors import BillerUnavailable, ConfigError, JournalError
+from billhub.journal.factory import JournalSet, build_journal, build_request_store
 from billhub.observability.logs import flush as flush_logs
 from billhub.observability.logs import get_logger
 from billhub.observability.webmetrics import WebMetrics
+from billhub.pipeline.model import AccountBills, StatusAnswer
 from billhub.pipeline.ports import Biller
 from billhub.requests.model import ROLES, RequestType
 from billhub.requests.ports import AuditEntry, CodeSender, Conflict, RequestStore, StaffUser
@@ -42,9 +43,6 @@ from billhub.web.ratelimit import RateLimiter
 from billhub.web.senders import FileCodeSender, HttpSmsSender
 from billhub.web.services import Company, Limits, Services
 from billhub.web.uploads import UploadStore
-
-#: Biller kinds the web service asks for open bills (batch once its store is shared).
-ONLINE_KINDS = ("rest",)
 
 log = get_logger("billhub.web")
 
@@ -73,7 +71,8 @@ class WebService:
     store: RequestStore
     services: Services
     metrics: WebMetrics
-    billers: list[Biller]
+    billers: list[Any]
+    journal_bills: JournalBills
     refresh_s: float = 30.0
     servers: list[uvicorn.Server] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -150,6 +149,7 @@ class WebService:
         for b in self.billers:
             with contextlib.suppress(Exception):
                 await b.close()
+        await self.journal_bills.close()
         await self.store.close()
 
 
@@ -160,18 +160,82 @@ def _bound(server: uvicorn.Server) -> int:
     raise RuntimeError("server has no socket")
 
 
+class JournalBills:
+    """The journal's bills store, opened read-only on first use and kept open.
+
+    The web service does not create the hub's journal: until the hub has, a batch
+    biller's inquiry is "try again later", and the next inquiry tries again.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._set: JournalSet | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> JournalSet:
+        async with self._lock:
+            if self._set is None:
+                js = build_journal(self._config.journal, read_only=True)
+                try:
+                    await js.open()
+                except JournalError as exc:
+                    raise BillerUnavailable(f"the journal cannot be read yet: {exc}") from None
+                self._set = js
+            return self._set
+
+    async def close(self) -> None:
+        if self._set is not None:
+            await self._set.close()
+            self._set = None
+
+
+class DeferredBiller:
+    """A batch biller's connector, built and started from the journal's bills store on
+    the first call (see :class:`JournalBills`); only the read questions are asked."""
+
+    def __init__(self, b: BillerConfig, bills: JournalBills, today: Any, state_dir: Path) -> None:
+        self.code = b.code
+        self._config = b
+        self._bills = bills
+        self._today = today
+        self._state_dir = state_dir
+        self._biller: Biller | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> Biller:
+        async with self._lock:
+            if self._biller is None:
+                js = await self._bills.get()
+                ctx = ConnectorContext(state_dir=self._state_dir, today=self._today, bills=js.bills)
+                biller = build_biller(self._config, ctx)
+                await biller.start(js.journal)
+                self._biller = biller
+            return self._biller
+
+    async def open_bills(self, account: str) -> AccountBills:
+        return await (await self._ready()).open_bills(account)
+
+    async def payment_status(self, payment_id: str) -> StatusAnswer:
+        return await (await self._ready()).payment_status(payment_id)
+
+    async def close(self) -> None:
+        if self._biller is not None:
+            await self._biller.close()
+
+
 def build_web(config: Config, *, today: Any = utc_today) -> WebService:
     metrics = WebMetrics()
-    ctx = ConnectorContext(
-        state_dir=config.journal.path.parent
-        if config.journal.path
-        else config.web.uploads or Path.cwd(),
-        today=today,
-    )
+    state_dir = config.journal.path.parent if config.journal.path else Path.cwd()
+    ctx = ConnectorContext(state_dir=state_dir, today=today)
+    journal_bills = JournalBills(config)
     companies: list[Company] = []
-    billers: list[Biller] = []
+    billers: list[Any] = []
     for b in config.billers:
-        biller = build_biller(b, ctx) if b.kind in ONLINE_KINDS else None
+        biller: Any = None
+        if b.kind == "rest":
+            biller = build_biller(b, ctx)
+        elif b.kind == "batch":
+            biller = DeferredBiller(b, journal_bills, today, state_dir)
         if biller is not None:
             billers.append(biller)
         companies.append(Company(b.code, b.name, b.budget_s, biller))
@@ -195,7 +259,7 @@ def build_web(config: Config, *, today: Any = utc_today) -> WebService:
         session_hours=w.session_hours,
         observe_biller=metrics.biller_call,
     )
-    return WebService(config, store, services, metrics, billers)
+    return WebService(config, store, services, metrics, billers, journal_bills)
 
 
 async def run_web(config: Config) -> None:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from billhub.errors import BillerError, BillerRejected, BillerTimeout, BillhubError
-from billhub.pipeline.model import AccountBills, AccountStatus, Bill
-from billhub.pipeline.ports import Biller
+from billhub.pipeline.model import AccountBills, AccountStatus, Bill, StatusAnswer
 from billhub.requests import states
 from billhub.requests.filing import check_account, check_ticket, new_request, new_ticket
 from billhub.requests.filing import normalise_phone as _phone
@@ -93,12 +93,20 @@ def unavailable() -> RequestError:
     )
 
 
+class BillerQuestions(Protocol):
+    """What the web service asks a biller: the read questions of the Biller port."""
+
+    async def open_bills(self, account: str) -> AccountBills: ...
+
+    async def payment_status(self, payment_id: str) -> StatusAnswer: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Company:
     code: str
     name: str
     budget_s: float
-    biller: Biller | None  # None: no online inquiry (yet) for this kind of biller
+    biller: BillerQuestions | None  # None: no inquiry (yet) for this kind of biller
 
 
 @dataclass(frozen=True, slots=True)
