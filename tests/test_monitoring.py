@@ -389,7 +389,11 @@ async def test_real_prometheus_scrapes_the_hub_and_evaluates_rules_and_dashboard
                         bad = [r for r in rules if r["health"] == "err"]
                         assert not bad, bad
                         await asyncio.sleep(0.25)
-                assert {g["name"] for g in groups} == {"billhub.recording", "billhub.alerts", "billhub.citizen"}
+                assert {g["name"] for g in groups} == {
+                    "billhub.recording",
+                    "billhub.alerts",
+                    "billhub.citizen",
+                }
 
                 # Every dashboard query is valid PromQL with Grafana's variables filled in.
                 board = DASHBOARD.read_text("utf-8")

@@ -119,6 +119,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict[st
         finally:
             proc.terminate()
             assert proc.wait(15) == 0
+        # Its log: the filed request is there, with the account and the phone masked.
+        logged = proc.stdout.read() if proc.stdout else ""
+        filed = [json.loads(x) for x in logged.splitlines() if '"request_filed"' in x]
+        assert filed and all(e["phone"] == "09****3456" and "*" in e["account"] for e in filed)
+        assert PHONE not in logged and open_account(ACCOUNTS_A).account not in logged
+        assert "Traceback" not in logged
 
 
 @pytest.fixture(scope="module")

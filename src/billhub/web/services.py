@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from billhub.errors import BillerError, BillerRejected, BillerTimeout, BillhubError
+from billhub.observability.logs import get_logger
 from billhub.pipeline.model import AccountBills, AccountStatus, Bill, StatusAnswer
 from billhub.requests import states
 from billhub.requests.filing import check_account, check_ticket, new_request, new_ticket
@@ -51,6 +52,7 @@ from billhub.web.masking import mask_name
 from billhub.web.ratelimit import RateLimiter
 from billhub.web.uploads import UploadStore, check
 
+log = get_logger("billhub.web")
 CODE_TTL = timedelta(minutes=10)
 RECENT_PAYMENTS = 10
 
@@ -334,6 +336,16 @@ class Services:
             raise
         stored = await self.store.get(req.ticket)
         assert stored is not None
+        # account and phone are masked by the log pipeline (observability.logs)
+        log.info(
+            "request_filed",
+            ticket=req.ticket,
+            company=comp.code,
+            type=kind.value,
+            account=account,
+            phone=req.phone,
+            attachment=ident is not None,
+        )
         return await self._answer_at_once(stored)
 
     async def _with_finding(self, req: CitizenRequest, comp: Company) -> CitizenRequest:
@@ -396,6 +408,7 @@ class Services:
         user = await self.store.staff(username.strip())
         ok = auth.verify_password(user.password_hash if user else None, password)
         if user is None or not ok or user.disabled:
+            log.warning("staff_login_refused", username=username.strip()[:40], client=client)
             raise RequestError(
                 "bad_login", "wrong user name or password", "اسم المستخدم أو كلمة المرور غير صحيحة"
             )
