@@ -120,7 +120,8 @@ def create_app(
     async def healthz() -> Response:
         return PlainTextResponse("ok")
 
+    # The API first: routes are matched in order, and the app's calls are the most.
+    app.include_router(api.router(services))
     app.include_router(pages.router(ui, services))
     app.include_router(desk.router(ui, services, secure_cookies=secure_cookies))
-    app.include_router(api.router(services))
     return Guard(app, max_body=max_upload + _FORM_ROOM, observe=observe)
