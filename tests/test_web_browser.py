@@ -115,7 +115,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[dict[st
                     port = json.loads(line)["port"]
                     break
             assert port, "billhub web did not start"
-            yield {"url": f"http://127.0.0.1:{port}", "password": password, "biller": biller}
+            yield {
+                "url": f"http://127.0.0.1:{port}",
+                "password": password,
+                "biller": biller,
+                "codes": tmp / "codes.log",
+            }
         finally:
             proc.terminate()
             assert proc.wait(15) == 0
@@ -239,10 +244,23 @@ def test_inquiry_installment_decision_and_tracking_in_arabic_on_a_phone(
     assert sum(minors) == acc.bills[0].amount + acc.bills[1].amount
     check_page(phone, "track")
 
+    # Recent payments: a one-time code sent to the phone given with the request.
+    phone.goto(url + f"/inquiry?company={COMPANY_A}&account={acc.account}")
+    phone.fill("#phone", PHONE)
+    phone.click("form[action='/inquiry/code'] button[type=submit]")
+    assert "أرسلنا إليه رمزاً" in phone.inner_text("main")
+    code = re.findall(r"billhub: (\d{6})", site["codes"].read_text("utf-8"))[-1]
+    phone.fill("#code", code)
+    phone.click("button[type=submit] >> nth=-1")
+    assert "لا توجد دفعات مسجلة" in phone.inner_text("main")
+    check_page(phone, "payments")
+
     # English, left to right, on the same page.
+    phone.goto(url + "/track")
     phone.click("header nav a[lang=en]")
     assert phone.evaluate("document.documentElement.dir") == "ltr"
     assert "Track a request" in phone.inner_text("h1")
+    assert phone.evaluate("getComputedStyle(document.querySelector('main')).direction") == "ltr"
     phone.screenshot(path=str(BUILD / "web-track-en.png"), full_page=True)
 
 

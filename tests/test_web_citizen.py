@@ -344,6 +344,13 @@ async def test_paid_but_shown_as_due_is_answered_with_the_receipt_at_once(web: W
             },
         )
     assert other["finding"]["outcome"] == "not_found" and other["status"] == "received"
+    # The clerk starts from that fact and answers; the citizen sees the answer.
+    page = await decide(
+        web, "clerk-a", other["ticket"], outcome="resolved", note="لم تصل دفعة ثانية"
+    )
+    assert "لم نجد هذه الدفعة" in page
+    seen = await track(web, other["ticket"])
+    assert seen["status"] == "resolved" and seen["decision"]["note"] == "لم تصل دفعة ثانية"
     # The citizen who paid can see the payment with a one-time code sent to the phone on file.
     async with client() as s:
         status, body, _ = await api(
