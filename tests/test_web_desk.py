@@ -418,3 +418,18 @@ async def test_disabled_staff_lose_their_session(web: Web) -> None:
             assert r.status == 303
     actions = [a.action for a in await web.service.store.audit()]
     assert "staff_disabled" in actions and "login" in actions
+
+
+async def test_a_port_in_use_is_one_error_naming_the_key(web: Web) -> None:
+    from dataclasses import replace
+
+    from billhub.app.web import build_web
+    from billhub.errors import ConfigError
+
+    busy = replace(web.config, web=replace(web.config.web, port=web.service.port))
+    with pytest.raises(ConfigError) as e:
+        await build_web(busy).start()
+    assert e.value.key == "web.port" and "cannot listen on 127.0.0.1:" in str(e.value)
+    # The running service is untouched.
+    async with client() as s, s.get(f"{web.url}/healthz") as r:
+        assert r.status == 200

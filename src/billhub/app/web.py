@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,12 +111,20 @@ class WebService:
                 lifespan="off",
             )
         )
-        for server in (main, admin):
+        for server, key, host, port in (
+            (main, "web.port", w.host, w.port),
+            (admin, "web.admin_port", w.admin_host, w.admin_port),
+        ):
+            try:
+                sock = _listen(key, host, port)
+            except ConfigError:
+                await self.stop()
+                raise
             self.servers.append(server)
-            self.tasks.append(asyncio.create_task(server.serve()))
+            self.tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             while not server.started:
                 if self.tasks[-1].done():
-                    self.tasks[-1].result()  # raises why it could not start
+                    self.tasks[-1].result()
                 await asyncio.sleep(0.01)
         self.port = _bound(main)
         self.admin_port = _bound(admin)
@@ -151,6 +160,26 @@ class WebService:
                 await b.close()
         await self.journal_bills.close()
         await self.store.close()
+
+
+def _listen(key: str, host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one line naming the key
+    (uvicorn, binding it itself, would exit the process from inside the event loop)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 def _bound(server: uvicorn.Server) -> int:
