@@ -433,3 +433,92 @@ async def test_a_port_in_use_is_one_error_naming_the_key(web: Web) -> None:
     # The running service is untouched.
     async with client() as s, s.get(f"{web.url}/healthz") as r:
         assert r.status == 200
+
+
+async def test_decisions_are_handed_to_the_company_system_through_outages(web: Web) -> None:
+    from billhub.simulator.rest_biller import Faults
+
+    acc = open_account(ACCOUNTS_A)
+    async with client() as s:
+        _, plan_req, _ = await api(
+            s,
+            "POST",
+            f"{web.url}/api/v1/installments",
+            json={
+                "company": COMPANY_A,
+                "account": acc.account,
+                "phone": PHONE,
+                "bill_ids": [acc.bills[0].bill_id, acc.bills[1].bill_id],
+                "installments": 3,
+                "reason": "x",
+            },
+        )
+        _, corr_req, _ = await api(
+            s,
+            "POST",
+            f"{web.url}/api/v1/corrections",
+            json={
+                "company": COMPANY_A,
+                "account": acc.account,
+                "phone": PHONE,
+                "bill_id": acc.bills[2].bill_id,
+                "reason": "tariff",
+            },
+        )
+        csrf = await login(s, web, "clerk-a")
+        for ticket, form in (
+            (
+                plan_req["ticket"],
+                {"outcome": "approved", "count": "3", "first_due": "2027-01-10", "note": "ok"},
+            ),
+            (
+                corr_req["ticket"],
+                {"outcome": "corrected", "new_amount": "1000", "note": "tariff fixed"},
+            ),
+        ):
+            async with s.post(
+                f"{web.url}/desk/requests/{ticket}/decide",
+                data={"csrf": csrf, **form},
+                allow_redirects=False,
+            ) as r:
+                assert r.status == 303
+    store = web.service.store
+    # The company's system is down: the hand-over waits and is retried.
+    web.biller_a.set_faults(Faults(fail_status=503))
+    await web.service.refresh_once()
+    pending = await store.handover(plan_req["ticket"])
+    assert pending is not None and pending.state == "pending" and pending.attempts == 1
+    assert web.biller_a.decisions_snapshot() == {}
+    web.biller_a.set_faults(Faults())
+    await web.service.refresh_once()  # not due yet: nothing is sent
+    assert web.biller_a.decisions_snapshot() == {}
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    web.service.services.now = lambda: later
+    await web.service.refresh_once()
+    got = web.biller_a.decisions_snapshot()
+    plan = got[f"installment-plans/{plan_req['ticket']}"]
+    assert plan["total"] == acc.bills[0].amount + acc.bills[1].amount
+    assert sum(i["amount"] for i in plan["installments"]) == plan["total"]
+    assert [i["due_date"] for i in plan["installments"]] == [
+        "2027-01-10",
+        "2027-02-10",
+        "2027-03-10",
+    ]
+    corr = got[f"bill-corrections/{corr_req['ticket']}"]
+    assert (corr["bill_id"], corr["old_amount"], corr["new_amount"]) == (
+        acc.bills[2].bill_id,
+        acc.bills[2].amount,
+        100_000,
+    )
+    done = await store.handover(plan_req["ticket"])
+    assert done is not None and done.state == "accepted" and done.reference == plan["reference"]
+    trail = [(a.actor, a.action) for a in await store.audit(ticket=plan_req["ticket"])]
+    assert trail[-1] == ("hub", "handover")
+    async with client() as s:
+        await login(s, web, "clerk-a")
+        async with s.get(f"{web.url}/desk/requests/{plan_req['ticket']}") as r:
+            page = await r.text()
+    assert "تم الاستلام" in page and plan["reference"] in page
+    # Nothing is sent twice.
+    await web.service.refresh_once()
+    assert web.biller_a.decisions_snapshot() == got

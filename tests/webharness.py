@@ -48,6 +48,8 @@ staff_login_per_minute = 20
 holidays = ["2026-12-25"]
 [requests.turnaround_days]
 service_complaint = 15
+[requests.companies."{a}"]
+handover = "rest"
 [requests.companies."{b}".turnaround_days]
 service_complaint = 5
 [[billers]]

@@ -225,6 +225,8 @@ class RequestsConfig:
     weekend: tuple[int, ...] = (4, 5)  # Friday, Saturday
     turnaround_days: Mapping[str, int] = field(default_factory=dict)
     companies: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Companies whose billing system takes decisions online (specs/BILLERS-requests.md).
+    rest_handover: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,7 +590,7 @@ def _turnaround(t: _Table) -> dict[str, int]:
     return days
 
 
-def _requests(t: _Table, billers: set[str]) -> RequestsConfig:
+def _requests(t: _Table, billers: Mapping[str, str]) -> RequestsConfig:
     holidays: list[date] = []
     raw_holidays = t.required("holidays") if t.has("holidays") else []
     if not isinstance(raw_holidays, list):
@@ -609,11 +611,16 @@ def _requests(t: _Table, billers: set[str]) -> RequestsConfig:
     defaults = _turnaround(t.table("turnaround_days"))
     companies_t = t.table("companies")
     companies: dict[str, dict[str, int]] = {}
+    handover: set[str] = set()
     for code in list(companies_t.raw):
         if code not in billers:
             raise ConfigError(companies_t.key(code), "is not a configured biller code")
         one = companies_t.table(code)
         companies[code] = _turnaround(one.table("turnaround_days"))
+        if one.choice("handover", ("export", "rest"), "export") == "rest":
+            if billers[code] != "rest":
+                raise ConfigError(one.key("handover"), '"rest" needs a biller of kind "rest"')
+            handover.add(code)
         one.done()
     companies_t.done()
     cfg = RequestsConfig(
@@ -621,6 +628,7 @@ def _requests(t: _Table, billers: set[str]) -> RequestsConfig:
         weekend=tuple(sorted({_WEEKDAYS.index(w) for w in raw_weekend})),
         turnaround_days=defaults,
         companies=companies,
+        rest_handover=frozenset(handover),
     )
     t.done()
     return cfg
@@ -764,7 +772,7 @@ def parse_config(
     billers = _billers(root.raw.get("billers"), ctx, link.answer_budget_s)
     root.seen.add("billers")
     web = _web(root.table("web"))
-    requests = _requests(root.table("requests"), {b.code for b in billers})
+    requests = _requests(root.table("requests"), {b.code: b.kind for b in billers})
     root.done()
     return Config(
         link=link,

@@ -27,6 +27,7 @@ from prometheus_client import make_asgi_app
 from billhub.app.runtime import utc_today
 from billhub.config import BillerConfig, Config
 from billhub.connectors.registry import ConnectorContext, build_biller
+from billhub.connectors.rest_decisions import RestDecisions
 from billhub.errors import BillerUnavailable, ConfigError, JournalError
 from billhub.journal.factory import JournalSet, build_journal, build_request_store
 from billhub.observability.logs import flush as flush_logs
@@ -132,6 +133,7 @@ class WebService:
         return self.port
 
     async def refresh_once(self) -> None:
+        await self.services.process_handovers()
         n = await self.services.escalate_due()
         if n:
             self.metrics.escalations.inc(n)
@@ -287,6 +289,11 @@ def build_web(config: Config, *, today: Any = utc_today) -> WebService:
         max_upload=w.max_upload_bytes,
         session_hours=w.session_hours,
         observe_biller=metrics.biller_call,
+        sinks={
+            b.code: RestDecisions(b.code, b.rest, timeout_s=b.budget_s)
+            for b in config.billers
+            if b.code in config.requests.rest_handover and b.rest is not None
+        },
     )
     return WebService(config, store, services, metrics, billers, journal_bills)
 

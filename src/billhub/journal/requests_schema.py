@@ -82,6 +82,22 @@ SQLITE_MIGRATIONS: list[Migration] = [
                BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
         ],
     ),
+    (
+        2,
+        "hand-over of decisions to companies' billing systems",
+        [
+            """CREATE TABLE handovers (
+                ticket TEXT PRIMARY KEY,
+                company TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_at TEXT NOT NULL,
+                reference TEXT,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX handovers_due ON handovers (state, next_at)",
+        ],
+    ),
 ]
 
 PG_MIGRATIONS: list[Migration] = [
@@ -104,6 +120,22 @@ PG_MIGRATIONS: list[Migration] = [
                BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$""",
             """CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON audit
                FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()""",
+        ],
+    ),
+    (
+        2,
+        "hand-over of decisions to companies' billing systems",
+        [
+            """CREATE TABLE handovers (
+                ticket TEXT PRIMARY KEY,
+                company TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_at TEXT NOT NULL,
+                reference TEXT,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX handovers_due ON handovers (state, next_at)",
         ],
     ),
 ]

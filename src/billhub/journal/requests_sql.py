@@ -23,6 +23,7 @@ from billhub.requests.ports import (
     Attachment,
     AuditEntry,
     Conflict,
+    Handover,
     PaymentLine,
     Query,
     StaffUser,
@@ -87,19 +88,27 @@ class SqlRequestStore:
             ]
         )
 
-    async def save(self, req: CitizenRequest, audit: AuditEntry) -> CitizenRequest:
-        changed = await self.db.run(
-            [
+    async def save(
+        self, req: CitizenRequest, audit: AuditEntry, handover: Handover | None = None
+    ) -> CitizenRequest:
+        statements: list[Statement] = [
+            (
+                "UPDATE citizen_requests SET company=?, type=?, status=?, account=?, phone=?, "
+                "filed_at=?, due_at=?, decided_at=?, escalated_at=?, assignee=?, "
+                "version=version+1, body=? WHERE ticket=? AND version=?",
+                (*_columns(req), requests_codec.dumps(req), req.ticket, req.version),
+            ),
+            _audit_statement(audit),
+        ]
+        if handover is not None:
+            statements.append(
                 (
-                    "UPDATE citizen_requests SET company=?, type=?, status=?, account=?, phone=?, "
-                    "filed_at=?, due_at=?, decided_at=?, escalated_at=?, assignee=?, "
-                    "version=version+1, body=? WHERE ticket=? AND version=?",
-                    (*_columns(req), requests_codec.dumps(req), req.ticket, req.version),
-                ),
-                _audit_statement(audit),
-            ],
-            guarded=True,
-        )
+                    "INSERT INTO handovers (ticket, company, state, attempts, next_at, detail) "
+                    "VALUES (?, ?, ?, 0, ?, '')",
+                    (handover.ticket, handover.company, handover.state, ts(handover.next_at)),
+                )
+            )
+        changed = await self.db.run(statements, guarded=True)
         if changed[0] != 1:
             raise Conflict(req.ticket)
         fresh = await self.get(req.ticket)
@@ -138,6 +147,38 @@ class SqlRequestStore:
             sql += " WHERE " + " AND ".join(where)
         rows = await self.db.rows(sql + " ORDER BY due_at, ticket", tuple(params))
         return [requests_codec.loads(r[0], int(r[1])) for r in rows]
+
+    # -- hand-overs ----------------------------------------------------------------------
+
+    _HANDOVER = "SELECT ticket, company, state, attempts, next_at, reference, detail FROM handovers"
+
+    @staticmethod
+    def _handover(r: Any) -> Handover:
+        at = parse_ts(r[4])
+        assert at is not None
+        return Handover(r[0], r[1], r[2], int(r[3]), at, r[5], r[6])
+
+    async def due_handovers(self, now: datetime, limit: int = 50) -> list[Handover]:
+        rows = await self.db.rows(
+            self._HANDOVER + " WHERE state='pending' AND next_at<=? ORDER BY next_at LIMIT ?",
+            (ts(now), limit),
+        )
+        return [self._handover(r) for r in rows]
+
+    async def update_handover(self, h: Handover) -> None:
+        await self.db.run(
+            [
+                (
+                    "UPDATE handovers SET state=?, attempts=?, next_at=?, reference=?, detail=? "
+                    "WHERE ticket=?",
+                    (h.state, h.attempts, ts(h.next_at), h.reference, h.detail, h.ticket),
+                )
+            ]
+        )
+
+    async def handover(self, ticket: str) -> Handover | None:
+        rows = await self.db.rows(self._HANDOVER + " WHERE ticket=?", (ticket,))
+        return self._handover(rows[0]) if rows else None
 
     # -- audit --------------------------------------------------------------------------
 

@@ -65,6 +65,37 @@ class Query:
     filed_before: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A decision to hand to a company's billing system (specs/BILLERS-requests.md):
+    ``pending`` until it answers, then ``accepted`` (its reference) or ``refused``."""
+
+    ticket: str
+    company: str
+    state: str
+    attempts: int
+    next_at: datetime
+    reference: str | None = None
+    detail: str = ""
+
+
+class HandoverRefused(Exception):
+    """The company's system refused the decision (a 4xx of the extension's contract)."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+
+
+class DecisionSink(Protocol):
+    """A company's billing system taking plans and corrections online."""
+
+    async def hand_over(self, resource: str, ticket: str, body: dict[str, object]) -> str:
+        """PUT the decision; its reference. Raises HandoverRefused, or anything else for
+        "try again later" (time-out, connection, 5xx)."""
+        ...
+
+
 class Conflict(Exception):
     """The request changed since it was read (another clerk): read it again."""
 
@@ -80,10 +111,19 @@ class RequestStore(Protocol):
         """Store a new request (``ticket`` unique) and its audit entry in one commit."""
         ...
 
-    async def save(self, req: CitizenRequest, audit: AuditEntry) -> CitizenRequest:
+    async def save(
+        self, req: CitizenRequest, audit: AuditEntry, handover: Handover | None = None
+    ) -> CitizenRequest:
         """Store a changed request if it is still at ``req.version`` (else Conflict);
-        returns it at its new version. The audit entry lands in the same commit."""
+        returns it at its new version. The audit entry (and a hand-over to do) land in
+        the same commit."""
         ...
+
+    async def due_handovers(self, now: datetime, limit: int = 50) -> list[Handover]: ...
+
+    async def update_handover(self, h: Handover) -> None: ...
+
+    async def handover(self, ticket: str) -> Handover | None: ...
 
     async def get(self, ticket: str) -> CitizenRequest | None: ...
 

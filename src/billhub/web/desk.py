@@ -119,6 +119,7 @@ def router(ui: Pages, services: Services, *, secure_cookies: bool) -> APIRouter:
             next_statuses=[s.value for s in sorted(TRANSITIONS[req.status], key=lambda s: s.value)],
             colleagues=colleagues,
             attachments=await services.store.attachments(req.ticket),
+            handover=await services.store.handover(req.ticket),
             audit=await services.audit(staff.user, req.ticket),
             first_due=(services.now().date() + timedelta(days=30)).isoformat(),
             errors=_err(ui, request, err) if err else None,

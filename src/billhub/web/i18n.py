@@ -136,6 +136,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "none": ("لا يوجد", "None"),
     "all_companies": ("كل الشركات", "All companies"),
     "read_only": ("قراءة فقط", "Read only"),
+    "handover": ("التسليم لنظام الشركة", "Handed to the company's system"),
+    "handover_pending": ("قيد الإرسال", "pending"),
+    "handover_accepted": ("تم الاستلام", "accepted"),
+    "handover_refused": ("رُفض", "refused"),
 }
 
 

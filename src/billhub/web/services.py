@@ -41,6 +41,9 @@ from billhub.requests.ports import (
     AuditEntry,
     CodeSender,
     Conflict,
+    DecisionSink,
+    Handover,
+    HandoverRefused,
     PaymentLine,
     Query,
     RequestStore,
@@ -171,6 +174,7 @@ class Services:
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         session_hours: float = 8.0,
         observe_biller: Callable[[str, str, float, str], None] = lambda *_: None,
+        sinks: Mapping[str, DecisionSink] | None = None,
     ) -> None:
         self.store = store
         self.companies: Mapping[str, Company] = {c.code: c for c in companies}
@@ -184,6 +188,8 @@ class Services:
         self._random = random_bytes
         self._session = timedelta(hours=session_hours)
         self._observe = observe_biller
+        #: Companies whose billing system takes decisions online, and how.
+        self.sinks: Mapping[str, DecisionSink] = sinks or {}
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -488,6 +494,7 @@ class Services:
         self.authorize(user, req.company, write=True)
         now = self.now()
         who = user.username
+        handover: Handover | None = None
         if action == "status":
             try:
                 to = Status(status)
@@ -532,11 +539,13 @@ class Services:
                 req, result, actor=who, now=now, note=note, plan=the_plan, new_amount=new_amount
             )
             detail = result.value
+            if result in (Status.APPROVED, Status.CORRECTED) and req.company in self.sinks:
+                handover = Handover(req.ticket, req.company, "pending", 0, now)
         else:
             raise RequestError("bad_action", "unknown action", "إجراء غير معروف", "action")
         try:
             return await self.store.save(
-                changed, AuditEntry(now, who, req.company, action, req.ticket, detail)
+                changed, AuditEntry(now, who, req.company, action, req.ticket, detail), handover
             )
         except Conflict:
             raise RequestError(
@@ -687,6 +696,49 @@ class Services:
                 continue  # changed meanwhile: the next round looks again
         return n
 
+    async def process_handovers(self) -> int:
+        """Hand every due decision to its company's system; returns how many were answered.
+
+        A refusal is final (shown on the desk and in the audit trail); anything else is
+        tried again later, 30 s doubling up to an hour. The export file lists every
+        decision either way."""
+        now = self.now()
+        done = 0
+        for h in await self.store.due_handovers(now):
+            req = await self.store.get(h.ticket)
+            sink = self.sinks.get(h.company)
+            if req is None or req.decision is None or sink is None:
+                continue
+            resource, body = handover_body(req)
+            try:
+                reference = await sink.hand_over(resource, req.ticket, body)
+            except HandoverRefused as exc:
+                update = replace(h, state="refused", attempts=h.attempts + 1, detail=str(exc)[:200])
+            except Exception as exc:  # retried: the company's system is down or erring
+                wait = min(3600, 30 * 2**h.attempts)
+                update = replace(
+                    h,
+                    attempts=h.attempts + 1,
+                    next_at=now + timedelta(seconds=wait),
+                    detail=f"{type(exc).__name__}: {str(exc)[:160]}",
+                )
+            else:
+                update = replace(h, state="accepted", attempts=h.attempts + 1, reference=reference)
+            await self.store.update_handover(update)
+            if update.state != "pending":
+                done += 1
+                await self.store.record(
+                    AuditEntry(
+                        now,
+                        "hub",
+                        h.company,
+                        "handover",
+                        h.ticket,
+                        f"{update.state} {update.reference or update.detail}",
+                    )
+                )
+        return done
+
     async def open_counts(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
         """Open requests per (company, type), and overdue ones per company: for metrics."""
         now = self.now()
@@ -697,3 +749,32 @@ class Services:
             if r.overdue(now):
                 overdue[r.company] = overdue.get(r.company, 0) + 1
         return open_, overdue
+
+
+def handover_body(req: CitizenRequest) -> tuple[str, dict[str, object]]:
+    """The extension's resource and body for a decided plan or correction."""
+    d = req.decision
+    assert d is not None
+    common: dict[str, object] = {
+        "account": req.account,
+        "decided_at": d.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "decided_by": d.by,
+    }
+    if req.type == RequestType.INSTALLMENT:
+        return "installment-plans", {
+            **common,
+            "bill_ids": list(req.details.bill_ids),
+            "total": req.details.total,
+            "installments": [
+                {"number": i.number, "due_date": i.due_date.isoformat(), "amount": i.amount}
+                for i in d.plan
+            ],
+        }
+    return "bill-corrections", {
+        **common,
+        "bill_id": req.details.bill_ids[0],
+        "old_amount": req.details.total,
+        "new_amount": d.new_amount,
+        "reason": req.details.reason,
+        "reading": req.details.reading,
+    }
