@@ -283,20 +283,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.set_defaults(func=_cmd_spec_table)
 
-    w = sub.add_parser("web", help="run the citizen web service; manage staff accounts")
-    w.add_argument("--config", required=True, help="TOML configuration file (the hub's)")
+    w = _command(
+        sub,
+        "web",
+        "run the citizen web service",
+        more="Bill inquiry, complaints, installment and bill-correction requests for "
+        "citizens (pages in Arabic and English, and the mobile app's JSON API under "
+        "/api/v1) and the companies' desk under /desk, beside the hub and on its "
+        "journal's database, until SIGTERM. Its users sub-command manages the desk's "
+        "staff accounts.",
+        examples=[
+            "billhub web --config billhub.toml",
+            "billhub web --config billhub.toml users add clerk-dam --role clerk --company 100001",
+        ],
+    )
+    w.add_argument("--config", required=True, help="the hub's TOML configuration file")
     w.set_defaults(func=_cmd_web)
-    wsub = w.add_subparsers(dest="web_command")
-    wu = wsub.add_parser("users", help="the companies' desk staff accounts")
-    wusub = wu.add_subparsers(dest="users_command", required=True)
-    wa = wusub.add_parser("add", help="add a staff account and print its password")
-    wa.add_argument("username")
-    wa.add_argument("--role", required=True, choices=["clerk", "supervisor", "ministry"])
-    wa.add_argument("--company", default=None, help="biller code (not for ministry)")
-    for name in ("disable", "enable"):
-        wd = wusub.add_parser(name, help=f"{name} a staff account")
-        wd.add_argument("username")
-    wusub.add_parser("list", help="list staff accounts")
+    wsub = w.add_subparsers(dest="web_command", metavar="COMMAND")
+    wu = _command(
+        wsub,
+        "users",
+        "manage the desk's staff accounts",
+        more="Passwords are stored as argon2id hashes; a new account's password is "
+        "printed once. Disabling an account ends its sessions at once.",
+        examples=["billhub web --config billhub.toml users list"],
+    )
+    wusub = wu.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    wa = _command(
+        wusub,
+        "add",
+        "add a staff account and print its password",
+        more="A clerk or supervisor belongs to one company (a biller code); the "
+        "ministry's accounts read every company's requests and change nothing.",
+        examples=[
+            "billhub web --config billhub.toml users add clerk-dam --role clerk --company 100001",
+            "billhub web --config billhub.toml users add ministry-1 --role ministry",
+        ],
+    )
+    wa.add_argument("username", help="2-40 of a-z 0-9 . - and underscore")
+    wa.add_argument(
+        "--role", required=True, choices=["clerk", "supervisor", "ministry"], help="what it may do"
+    )
+    wa.add_argument("--company", default=None, help="its company's biller code (not for ministry)")
+    for name, about in (
+        ("disable", "disable a staff account (its sessions end)"),
+        ("enable", "enable a disabled staff account again"),
+    ):
+        wd = _command(
+            wusub,
+            name,
+            about,
+            examples=[f"billhub web --config billhub.toml users {name} clerk-dam"],
+        )
+        wd.add_argument("username", help="the account's user name")
+    _command(
+        wusub,
+        "list",
+        "list the staff accounts",
+        more="One line each: user name, role, company, active or disabled.",
+        examples=["billhub web --config billhub.toml users list"],
+    )
     wu.set_defaults(func=_cmd_web_users)
 
     add_switch_parser(sub, _cmd_switch)
