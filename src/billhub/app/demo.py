@@ -322,8 +322,8 @@ async def _script(workdir: Path, certs: Path, log_path: Path, *, database: bool 
     print(f"  its metrics:           http://127.0.0.1:{web.admin_port}/metrics")
     print(f"  one-time codes (dev):  {config.web.code_file}")
     print("  requests filed by the simulated citizens (ticket, phone 0944123456 to track):")
-    for ticket, kind, status in filed:
-        print(f"    {ticket}  {kind:<22} {status}")
+    for ticket, kind, state in filed:
+        print(f"    {ticket}  {kind:<22} {state}")
     print("  staff (the desk's users):")
     for name, company, role, password in staff:
         print(f"    {name:<16} {role:<9} {company or 'all companies':<14} password {password}")
