@@ -174,6 +174,19 @@ def test_demo_runs_on_a_fresh_folder(tmp_path: Path) -> None:
     assert trailer[0] == "TOTAL" and int(trailer[1]) == len(rows) == 1
     assert int(trailer[2]) == sum(int(r.split(",")[4]) for r in rows)
     assert "Traceback" not in out.stderr
+    # The citizen web service: its address, requests of each type, a user per company.
+    assert re.search(r"citizen web service:\s+http://127\.0\.0\.1:\d+/", text)
+    tickets = re.findall(r"(BH-[A-Z0-9]{4}-[A-Z0-9]{4})\s+(\w+)\s+(\w+)", text)
+    assert sorted({kind for _, kind, _ in tickets}) == [
+        "correction",
+        "installment",
+        "service_complaint",
+        "transaction_complaint",
+    ]
+    # The "paid but still shown as due" about the demo's own payment is answered at once.
+    assert ("transaction_complaint", "resolved") in {(k, st) for _, k, st in tickets}
+    assert re.search(r"clerk-100001\s+clerk\s+100001\s+password \S{12,}", text)
+    assert re.search(r"clerk-100002\s+clerk\s+100002\s+password \S{12,}", text)
 
 
 def test_dockerfile_copies_only_paths_that_exist() -> None:

@@ -524,3 +524,34 @@ def test_biller_rest_with_mutual_tls_files(base: Path) -> None:
     assert settings is not None
     assert settings.cert_file == base / "certs" / "hub.crt"
     assert settings.ca_file == base / "certs" / "switch-ca.crt"
+
+
+def test_requests_handover_needs_a_rest_biller(tmp_path: Path) -> None:
+    from tests.webharness import CONFIG
+
+    text = CONFIG.format(
+        certs=tmp_path,
+        journal='path = "j.db"',
+        a="100001",
+        b="100003",
+        batch="100002",
+        url_a="http://127.0.0.1:1",
+        url_b="http://127.0.0.1:2",
+        token="t",
+        client_limit=5,
+        account_limit=5,
+    )
+    for name in ("hub.crt", "hub.key", "switch-ca.crt"):
+        (tmp_path / name).write_text("x")
+    bad = text.replace(
+        '[requests.companies."100001"]\nhandover = "rest"',
+        '[requests.companies."100002"]\nhandover = "rest"',
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(bad, base_dir=tmp_path, env={})
+    assert e.value.key == "requests.companies.100002.handover"
+    with pytest.raises(ConfigError) as e:
+        parse_config(
+            text.replace('handover = "rest"', 'handover = "fax"'), base_dir=tmp_path, env={}
+        )
+    assert e.value.key == "requests.companies.100001.handover"

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.txharness import REST, World, find, start_world
 
@@ -43,6 +44,7 @@ from billhub.observability.metrics import (
     METRICS,
     Metrics,
 )
+from billhub.observability.webmetrics import WebMetrics
 from billhub.simulator import messages as m
 from billhub.transport.tls import REFUSAL_REASONS
 
@@ -108,6 +110,14 @@ def exported() -> dict[str, set[str]]:
     mx.reconciliation_finding("100001")
     out: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(mx.render().decode()):
+        for s in family.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    web = WebMetrics()  # billhub web's admin port
+    web.request("GET", "/inquiry", 200, 0.01)
+    web.biller_call("100001", "open_bills", 0.01, "ok")
+    web.set_counts({("100001", "installment"): 1}, {"100001": 1}, ["100001"], ["installment"])
+    web.escalations.inc()
+    for family in text_string_to_metric_families(generate_latest(web.registry).decode()):
         for s in family.samples:
             out.setdefault(s.name, set()).update(s.labels)
     for name, (kind, labels, _) in METRICS.items():  # the contract table agrees
@@ -379,7 +389,11 @@ async def test_real_prometheus_scrapes_the_hub_and_evaluates_rules_and_dashboard
                         bad = [r for r in rules if r["health"] == "err"]
                         assert not bad, bad
                         await asyncio.sleep(0.25)
-                assert {g["name"] for g in groups} == {"billhub.recording", "billhub.alerts"}
+                assert {g["name"] for g in groups} == {
+                    "billhub.recording",
+                    "billhub.alerts",
+                    "billhub.citizen",
+                }
 
                 # Every dashboard query is valid PromQL with Grafana's variables filled in.
                 board = DASHBOARD.read_text("utf-8")

@@ -25,6 +25,7 @@ from billhub.app.clearing import import_settlement_file, write_report
 from billhub.app.demo import fill_biller_database, run_demo
 from billhub.app.hub import serve
 from billhub.app.ops import add_ops_parsers
+from billhub.app.web import run_web, users_add, users_disable, users_list
 from billhub.config import load_config
 from billhub.errors import BillhubError, ConfigError
 from billhub.iso8583.spec import load_spec
@@ -157,6 +158,29 @@ def _cmd_settle_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure(config.log.format, config.log.level)
+    asyncio.run(run_web(config))
+    return 0
+
+
+def _cmd_web_users(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    if args.users_command == "add":
+        password = asyncio.run(users_add(config, args.username, args.role, args.company))
+        print(f"added {args.username} ({args.role}{', ' + args.company if args.company else ''})")
+        print(f"password: {password}")
+    elif args.users_command in ("disable", "enable"):
+        asyncio.run(users_disable(config, args.username, args.users_command == "disable"))
+        print(f"{args.users_command}d {args.username}")
+    else:
+        for u in asyncio.run(users_list(config)):
+            state = "disabled" if u.disabled else "active"
+            print(f"{u.username:<24} {u.role:<10} {u.company or '-':<12} {state}")
+    return 0
+
+
 def _cmd_switch(args: argparse.Namespace) -> int:
     return run_switch(args)
 
@@ -258,6 +282,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec", default=None, help="link spec file (default: the bundled link-v1.toml)"
     )
     st.set_defaults(func=_cmd_spec_table)
+
+    w = _command(
+        sub,
+        "web",
+        "run the citizen web service",
+        more="Bill inquiry, complaints, installment and bill-correction requests for "
+        "citizens (pages in Arabic and English, and the mobile app's JSON API under "
+        "/api/v1) and the companies' desk under /desk, beside the hub and on its "
+        "journal's database, until SIGTERM. Its users sub-command manages the desk's "
+        "staff accounts.",
+        examples=[
+            "billhub web --config billhub.toml",
+            "billhub web --config billhub.toml users add clerk-dam --role clerk --company 100001",
+        ],
+    )
+    w.add_argument("--config", required=True, help="the hub's TOML configuration file")
+    w.set_defaults(func=_cmd_web)
+    wsub = w.add_subparsers(dest="web_command", metavar="COMMAND")
+    wu = _command(
+        wsub,
+        "users",
+        "manage the desk's staff accounts",
+        more="Passwords are stored as argon2id hashes; a new account's password is "
+        "printed once. Disabling an account ends its sessions at once.",
+        examples=["billhub web --config billhub.toml users list"],
+    )
+    wusub = wu.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    wa = _command(
+        wusub,
+        "add",
+        "add a staff account and print its password",
+        more="A clerk or supervisor belongs to one company (a biller code); the "
+        "ministry's accounts read every company's requests and change nothing.",
+        examples=[
+            "billhub web --config billhub.toml users add clerk-dam --role clerk --company 100001",
+            "billhub web --config billhub.toml users add ministry-1 --role ministry",
+        ],
+    )
+    wa.add_argument("username", help="2-40 of a-z 0-9 . - and underscore")
+    wa.add_argument(
+        "--role", required=True, choices=["clerk", "supervisor", "ministry"], help="what it may do"
+    )
+    wa.add_argument("--company", default=None, help="its company's biller code (not for ministry)")
+    for name, about in (
+        ("disable", "disable a staff account (its sessions end)"),
+        ("enable", "enable a disabled staff account again"),
+    ):
+        wd = _command(
+            wusub,
+            name,
+            about,
+            examples=[f"billhub web --config billhub.toml users {name} clerk-dam"],
+        )
+        wd.add_argument("username", help="the account's user name")
+    _command(
+        wusub,
+        "list",
+        "list the staff accounts",
+        more="One line each: user name, role, company, active or disabled.",
+        examples=["billhub web --config billhub.toml users list"],
+    )
+    wu.set_defaults(func=_cmd_web_users)
 
     add_switch_parser(sub, _cmd_switch)
     add_ops_parsers(sub)  # status, journal show

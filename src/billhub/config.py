@@ -32,7 +32,8 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
@@ -202,6 +203,39 @@ class BillerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The citizen web service (``billhub web``): its listener, admin port, limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9101
+    uploads: Path | None = None  # outside any web root; default <config dir>/uploads
+    exports: Path | None = None  # daily CSV files per company; default <config dir>/exports
+    max_upload_bytes: int = 5 * 1024 * 1024
+    client_per_minute: int = 30
+    account_per_minute: int = 10
+    staff_login_per_minute: int = 5
+    secure_cookies: bool = True
+    session_hours: float = 8.0
+    code_file: Path | None = None  # development: one-time codes written here
+    sms_url: str | None = None
+    sms_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestsConfig:
+    """Citizen requests: working days and turnaround times (default and per company)."""
+
+    holidays: tuple[date, ...] = ()
+    weekend: tuple[int, ...] = (4, 5)  # Friday, Saturday
+    turnaround_days: Mapping[str, int] = field(default_factory=dict)
+    companies: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Companies whose billing system takes decisions online (specs/BILLERS-requests.md).
+    rest_handover: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -212,6 +246,8 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
     resolver: ResolverConfig = field(default_factory=ResolverConfig)
     billers: tuple[BillerConfig, ...] = ()
+    web: WebConfig = field(default_factory=WebConfig)
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
 
     def biller(self, code: str) -> BillerConfig | None:
         """The biller whose DE 100 code is ``code``, or ``None`` (response code 92)."""
@@ -543,6 +579,93 @@ def _journal(t: _Table) -> JournalConfig:
     return cfg
 
 
+def _web(t: _Table) -> WebConfig:
+    d = WebConfig()
+    sms = t.table("sms")
+    sms_url = sms.string("url")
+    sms_token = sms.string("token")
+    if sms_url is not None and not sms_url.startswith(("http://", "https://")):
+        raise ConfigError(sms.key("url"), "must be an http:// or https:// URL")
+    if (sms_url is None) != (sms_token is None):
+        raise ConfigError(sms.key("token" if sms_url else "url"), "url and token go together")
+    sms.done()
+    cfg = WebConfig(
+        host=t.string_or("host", d.host),
+        port=t.integer("port", d.port, low=0, high=65535),
+        admin_host=t.string_or("admin_host", d.admin_host),
+        admin_port=t.integer("admin_port", d.admin_port, low=0, high=65535),
+        uploads=t.path_value("uploads") or t.ctx.base_dir / "uploads",
+        exports=t.path_value("exports") or t.ctx.base_dir / "exports",
+        max_upload_bytes=t.integer("max_upload_bytes", d.max_upload_bytes, low=1024),
+        client_per_minute=t.integer("client_per_minute", d.client_per_minute, low=1),
+        account_per_minute=t.integer("account_per_minute", d.account_per_minute, low=1),
+        staff_login_per_minute=t.integer("staff_login_per_minute", d.staff_login_per_minute, low=1),
+        secure_cookies=t.boolean("secure_cookies", d.secure_cookies),
+        session_hours=t.number("session_hours", d.session_hours),
+        code_file=t.path_value("code_file"),
+        sms_url=sms_url,
+        sms_token=sms_token,
+    )
+    if cfg.code_file is None and cfg.sms_url is None:
+        cfg = replace(cfg, code_file=t.ctx.base_dir / "codes.log")
+    t.done()
+    return cfg
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_REQUEST_TYPES = ("transaction_complaint", "service_complaint", "installment", "correction")
+
+
+def _turnaround(t: _Table) -> dict[str, int]:
+    days = {name: t.integer(name, 0, low=1, high=365) for name in _REQUEST_TYPES if t.has(name)}
+    t.done()
+    return days
+
+
+def _requests(t: _Table, billers: Mapping[str, str]) -> RequestsConfig:
+    holidays: list[date] = []
+    raw_holidays = t.required("holidays") if t.has("holidays") else []
+    if not isinstance(raw_holidays, list):
+        raise ConfigError(t.key("holidays"), "must be an array of dates")
+    for i, h in enumerate(raw_holidays):
+        if isinstance(h, date) and not isinstance(h, datetime):
+            holidays.append(h)
+            continue
+        try:
+            holidays.append(date.fromisoformat(str(h)))
+        except ValueError:
+            raise ConfigError(f"{t.key('holidays')}[{i}]", "must be a date YYYY-MM-DD") from None
+    raw_weekend = t.required("weekend") if t.has("weekend") else ["fri", "sat"]
+    if not isinstance(raw_weekend, list) or any(w not in _WEEKDAYS for w in raw_weekend):
+        raise ConfigError(t.key("weekend"), f"must be an array of {', '.join(_WEEKDAYS)}")
+    if len(set(raw_weekend)) >= 7:
+        raise ConfigError(t.key("weekend"), "leaves no working day")
+    defaults = _turnaround(t.table("turnaround_days"))
+    companies_t = t.table("companies")
+    companies: dict[str, dict[str, int]] = {}
+    handover: set[str] = set()
+    for code in list(companies_t.raw):
+        if code not in billers:
+            raise ConfigError(companies_t.key(code), "is not a configured biller code")
+        one = companies_t.table(code)
+        companies[code] = _turnaround(one.table("turnaround_days"))
+        if one.choice("handover", ("export", "rest"), "export") == "rest":
+            if billers[code] != "rest":
+                raise ConfigError(one.key("handover"), '"rest" needs a biller of kind "rest"')
+            handover.add(code)
+        one.done()
+    companies_t.done()
+    cfg = RequestsConfig(
+        holidays=tuple(sorted(set(holidays))),
+        weekend=tuple(sorted({_WEEKDAYS.index(w) for w in raw_weekend})),
+        turnaround_days=defaults,
+        companies=companies,
+        rest_handover=frozenset(handover),
+    )
+    t.done()
+    return cfg
+
+
 def _resolver(t: _Table) -> ResolverConfig:
     d = ResolverConfig()
     cfg = ResolverConfig(
@@ -588,7 +711,9 @@ def _database(t: _Table) -> DatabaseSettings:
     return DatabaseSettings(dsn, MappingProxyType(queries))
 
 
-_SECTIONS = frozenset({"link", "tls", "admin", "log", "journal", "resolver", "billers"})
+_SECTIONS = frozenset(
+    {"link", "tls", "admin", "log", "journal", "resolver", "billers", "web", "requests"}
+)
 _KINDS: tuple[BillerKind, ...] = ("rest", "batch", "database")
 _CODE = re.compile(r"[0-9]{1,11}")
 
@@ -678,6 +803,8 @@ def parse_config(
     resolver = _resolver(root.table("resolver"))
     billers = _billers(root.raw.get("billers"), ctx, link.answer_budget_s)
     root.seen.add("billers")
+    web = _web(root.table("web"))
+    requests = _requests(root.table("requests"), {b.code: b.kind for b in billers})
     root.done()
     return Config(
         link=link,
@@ -687,6 +814,8 @@ def parse_config(
         journal=journal,
         resolver=resolver,
         billers=billers,
+        web=web,
+        requests=requests,
     )
 
 

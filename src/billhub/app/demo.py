@@ -10,14 +10,19 @@ printed at the end with where the journal and the payments file are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
+
 from billhub.app.hub import build_hub
+from billhub.app.web import build_web, users_add
 from billhub.config import Config, load_config
 from billhub.connectors.database.schema import install, load_bills
 from billhub.iso8583.de48 import parse_bills, parse_tlv
@@ -39,6 +44,9 @@ from billhub.transport.tls import client_context
 
 DAMASCUS, RURAL, ALEPPO = "100001", "100002", "100003"
 TOKEN = "demo-token-not-a-secret"  # noqa: S105 - the demo biller's, made up
+PHONE = "0944123456"
+STILL_DUE = "دفعت والفاتورة ما زالت مستحقة"
+OUTAGES = "انقطاع متكرر للتيار"
 
 CONFIG = """\
 # Written by `billhub demo`: a hub on loopback with development certificates.
@@ -63,6 +71,13 @@ level = "debug"
 
 [journal]
 path = "journal.db"
+
+[web]
+host = "127.0.0.1"
+port = 0
+admin_port = 0
+secure_cookies = false     # the demo serves plain HTTP on loopback; production keeps true
+code_file = "sms-codes.log"
 
 [resolver]
 quiet_period_s = 1.0       # short for the demo; production waits longer for late postings
@@ -266,7 +281,30 @@ async def _script(workdir: Path, certs: Path, log_path: Path, *, database: bool 
     await step("sign-off", link.link.network_request("002"))
     await link.close()
     await hub.stop(2.0)
-    await biller.stop()
+    web = build_web(config)
+    web_port = await web.start()
+    try:
+        web_url = f"http://127.0.0.1:{web_port}"
+        filed = await _citizens(
+            web_url,
+            paid=a,
+            damascus=damascus_accounts,
+            rural=rural_accounts,
+            rural_paid=r,
+            first_payment=first,
+        )
+        staff = [
+            (name, company, role, await users_add(config, name, role, company))
+            for name, company, role in (
+                (f"clerk-{DAMASCUS}", DAMASCUS, "clerk"),
+                (f"clerk-{RURAL}", RURAL, "clerk"),
+                ("ministry", None, "ministry"),
+            )
+        ]
+    except BaseException:
+        await web.stop()
+        await biller.stop()
+        raise
 
     payments_file = workdir / "rural-damascus" / "outbox" / f"payments-{RURAL}-{today:%Y%m%d}.csv"
     print(f"billhub demo: hub on 127.0.0.1:{port}, switch over mutual TLS, journal on SQLite\n")
@@ -280,5 +318,107 @@ async def _script(workdir: Path, certs: Path, log_path: Path, *, database: bool 
     print(f"  hub log (JSON lines):  {log_path}")
     print("  codes: 00 approved, 13 invalid amount, 91 biller unavailable (a decline: the")
     print("  resolver makes sure the biller keeps nothing); every code: specs/response-codes.md")
-    ok = same and rows[-2].code == "00" and payments_file.exists()
+    print(f"\n  citizen web service:   {web_url}/   (desk: {web_url}/desk, API: {web_url}/api/v1)")
+    print(f"  its metrics:           http://127.0.0.1:{web.admin_port}/metrics")
+    print(f"  one-time codes (dev):  {config.web.code_file}")
+    print("  requests filed by the simulated citizens (ticket, phone 0944123456 to track):")
+    for ticket, kind, state in filed:
+        print(f"    {ticket}  {kind:<22} {state}")
+    print("  staff (the desk's users):")
+    for name, company, role, password in staff:
+        print(f"    {name:<16} {role:<9} {company or 'all companies':<14} password {password}")
+    ok = same and rows[-2].code == "00" and payments_file.exists() and len(filed) == 5
+    try:
+        if sys.stdin.isatty():
+            print("\n  the web service runs until Ctrl-C")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+    finally:
+        await web.stop()
+        await biller.stop()
     return 0 if ok else 1
+
+
+async def _citizens(
+    url: str,
+    *,
+    paid: DemoAccount,
+    damascus: list[DemoAccount],
+    rural: list[DemoAccount],
+    rural_paid: DemoAccount,
+    first_payment: Message,
+) -> list[tuple[str, str, str]]:
+    """A few requests of each type, filed through the JSON API as the mobile app would."""
+    rrn = first_payment.fields.get(37, "").strip()
+    today = datetime.now(UTC).date().isoformat()
+    inst = next(x for x in _pick(damascus, 12) if len(x.bills) >= 2 and x is not paid)
+    corr = next(x for x in _pick(rural, 6) if x is not rural_paid)
+    bodies: list[tuple[str, dict[str, object]]] = [
+        (
+            "complaints",
+            {
+                "kind": "transaction",
+                "company": DAMASCUS,
+                "account": paid.account,
+                "phone": PHONE,
+                "reference": rrn,
+                "paid_on": today,
+                "disposition": "paid_still_due",
+                "description": STILL_DUE,
+            },
+        ),
+        (
+            "complaints",
+            {
+                "kind": "service",
+                "company": DAMASCUS,
+                "account": inst.account,
+                "phone": PHONE,
+                "category": "supply",
+                "description": OUTAGES,
+            },
+        ),
+        (
+            "complaints",
+            {
+                "kind": "service",
+                "company": RURAL,
+                "account": corr.account,
+                "phone": PHONE,
+                "category": "meter",
+                "description": "العداد لا يعمل",
+            },
+        ),
+        (
+            "installments",
+            {
+                "company": DAMASCUS,
+                "account": inst.account,
+                "phone": PHONE,
+                "bill_ids": [b.bill_id for b in inst.bills[:2]],
+                "installments": 4,
+                "reason": "دخل محدود هذا الشتاء",
+            },
+        ),
+        (
+            "corrections",
+            {
+                "company": RURAL,
+                "account": corr.account,
+                "phone": PHONE,
+                "bill_id": corr.bills[0].bill_id,
+                "reason": "estimated_reading",
+                "reading": "4512",
+                "description": "القراءة تقديرية",
+            },
+        ),
+    ]
+    out: list[tuple[str, str, str]] = []
+    async with aiohttp.ClientSession() as session:
+        for path, body in bodies:
+            async with session.post(f"{url}/api/v1/{path}", json=body) as resp:
+                answer = await resp.json()
+                if resp.status != 201:
+                    raise RuntimeError(f"demo request {path} refused: {answer}")
+                out.append((answer["ticket"], answer["type"], answer["status"]))
+    return out

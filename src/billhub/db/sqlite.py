@@ -30,13 +30,22 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], applied_at: str) -> int:
-    """Bring ``conn`` (autocommit mode) to the latest migration; returns its version."""
+def migrate(
+    conn: sqlite3.Connection,
+    migrations: Sequence[Migration],
+    applied_at: str,
+    table: str = "schema_version",
+) -> int:
+    """Bring ``conn`` (autocommit mode) to the latest migration; returns its version.
+
+    ``table`` records the versions: stores sharing one file (the journal and the
+    citizen requests) each keep their own, so each is versioned on its own.
+    """
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version "
+        f"CREATE TABLE IF NOT EXISTS {table} "
         "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+    done = {int(r[0]) for r in conn.execute(f"SELECT version FROM {table}")}  # noqa: S608
     known = migrations[-1][0] if migrations else 0
     if done and max(done) > known:
         raise SchemaTooNew(max(done), known)
@@ -48,7 +57,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], applied_a
             for sql in statements:
                 conn.execute(sql)
             conn.execute(
-                "INSERT INTO schema_version VALUES (?, ?, ?)", (version, description, applied_at)
+                f"INSERT INTO {table} VALUES (?, ?, ?)",  # noqa: S608 (a constant name)
+                (version, description, applied_at),
             )
             conn.execute("COMMIT")
         except BaseException:

@@ -1,7 +1,8 @@
 """The one place that turns ``[journal]`` into journal ports.
 
 Everything else (the hub, clearing, the operators' commands, later the web
-service) asks :func:`build_journal` and names only the ports it gets back:
+service) asks :func:`build_journal` (and :func:`build_request_store`) and names
+only the ports it gets back:
 :class:`~billhub.pipeline.ports.Journal` for the pipeline and the resolver,
 :class:`~billhub.settlement.ports.SettlementStore` for clearing,
 :class:`~billhub.pipeline.ports.JournalReader` for the operators,
@@ -18,11 +19,15 @@ from typing import Any
 from billhub.config import JournalConfig
 from billhub.errors import ConfigError
 from billhub.journal.bills import PgBillsStore, SqliteBillsStore
+from billhub.journal.pg_db import PgDatabase
 from billhub.journal.postgres import PgJournal
+from billhub.journal.requests_schema import PG_MIGRATIONS, SQLITE_MIGRATIONS, VERSION_TABLE
+from billhub.journal.requests_sql import SqlRequestStore
 from billhub.journal.settlement_sql import SqlSettlementStore
 from billhub.journal.sqlite import SqliteJournal
-from billhub.journal.sqlite_db import WriteHealth
+from billhub.journal.sqlite_db import SqliteDatabase, WriteHealth
 from billhub.pipeline.ports import BillsStore, Journal, JournalReader
+from billhub.requests.ports import RequestStore
 from billhub.settlement.ports import SettlementStore
 
 
@@ -96,5 +101,33 @@ def build_journal(
         )
         return JournalSet(
             pg, SqlSettlementStore(pg.db), pg, PgBillsStore(pg.db), describe(config), pg
+        )
+    raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available')
+
+
+def build_request_store(config: JournalConfig) -> RequestStore:
+    """The citizen requests' store in the database of ``config``, not yet open.
+
+    Its own engine (a writer of its own, its own versions) on the journal's file or
+    server, so the web service and the hub each migrate and write their tables.
+    """
+    if config.kind == "sqlite":
+        if config.path is None:
+            raise ConfigError("journal.path", "is required for the SQLite journal")
+        return SqlRequestStore(
+            SqliteDatabase(config.path, SQLITE_MIGRATIONS, version_table=VERSION_TABLE)
+        )
+    if config.kind == "postgresql":
+        if config.dsn is None:
+            raise ConfigError("journal.dsn", "is required for the PostgreSQL journal")
+        return SqlRequestStore(
+            PgDatabase(
+                config.dsn,
+                PG_MIGRATIONS,
+                version_table=VERSION_TABLE,
+                register=False,
+                writers=2,
+                pool_size=6,
+            )
         )
     raise ConfigError("journal.kind", f'the "{config.kind}" journal is not available')

@@ -111,8 +111,15 @@ class PgDatabase:
         lease_s: float = 10.0,
         heartbeat_s: float = 2.0,
         statement_timeout_s: float = 10.0,
+        version_table: str = "schema_version",
+        register: bool = True,
     ) -> None:
         self._dsn = dsn
+        #: Stores sharing a database each keep their own versions (and migration lock).
+        self._version_table = version_table
+        self._migration_lock = _MIGRATION_LOCK + (0 if version_table == "schema_version" else 1)
+        #: Only the journal's instances register and beat (another store just writes).
+        self._register = register
         self._migrations = migrations
         self.instance = instance or new_instance_id()
         self._health = health
@@ -173,6 +180,7 @@ class PgDatabase:
                 await self._check_schema()
             else:
                 await self._migrate()
+            if not self._read_only and self._register:
                 await self.execute(
                     "INSERT INTO instances (instance) VALUES ($1) ON CONFLICT (instance) "
                     "DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
@@ -187,7 +195,8 @@ class PgDatabase:
             loop = asyncio.get_running_loop()
             for i in range(self._writers_n):
                 self._tasks.append(loop.create_task(self._write_loop(), name=f"journal-writer-{i}"))
-            self._tasks.append(loop.create_task(self._beat(), name="journal-heartbeat"))
+            if self._register:
+                self._tasks.append(loop.create_task(self._beat(), name="journal-heartbeat"))
 
     async def close(self) -> None:
         if self._closed:
@@ -200,7 +209,7 @@ class PgDatabase:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pool is not None:
-            if not self._read_only:
+            if not self._read_only and self._register:
                 with contextlib.suppress(Exception):
                     await self._pool.execute(
                         "UPDATE instances SET stopped_at = now() WHERE instance = $1", self.instance
@@ -211,13 +220,14 @@ class PgDatabase:
     async def _migrate(self) -> None:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            table = self._version_table
+            await conn.execute("SELECT pg_advisory_lock($1)", self._migration_lock)
             try:
                 await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                    f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER PRIMARY KEY, "
                     "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
                 )
-                done = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_version")}
+                done = {int(r[0]) for r in await conn.fetch(f"SELECT version FROM {table}")}
                 known = self._migrations[-1][0] if self._migrations else 0
                 if done and max(done) > known:
                     raise JournalError(f"journal.dsn: {SchemaTooNew(max(done), known)}")
@@ -228,16 +238,16 @@ class PgDatabase:
                         for sql in statements:
                             await conn.execute(sql)
                         await conn.execute(
-                            "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+                            f"INSERT INTO {table} (version, description) VALUES ($1, $2)",
                             version,
                             description,
                         )
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+                await conn.execute("SELECT pg_advisory_unlock($1)", self._migration_lock)
 
     async def _check_schema(self) -> None:
         try:
-            version = await self.fetchval("SELECT max(version) FROM schema_version")
+            version = await self.fetchval(f"SELECT max(version) FROM {self._version_table}")
         except JournalError:
             raise JournalError("journal.dsn: the database holds no billhub journal") from None
         known = self._migrations[-1][0] if self._migrations else 0

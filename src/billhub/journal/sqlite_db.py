@@ -214,8 +214,10 @@ class SqliteDatabase:
         health: WriteHealth | None = None,
         wal_limit: int = WAL_LIMIT_BYTES,
         read_only: bool = False,
+        version_table: str = "schema_version",
     ) -> None:
         self.path = Path(path)
+        self._version_table = version_table
         self._migrations = migrations
         self._health = health
         self._wal_limit = wal_limit
@@ -266,7 +268,12 @@ class SqliteDatabase:
             # waiting on that commit.
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
-            migrate(conn, self._migrations, datetime.now(UTC).isoformat(timespec="seconds"))
+            migrate(
+                conn,
+                self._migrations,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                self._version_table,
+            )
             if loaded is not None:
                 loaded(conn)
         except (sqlite3.Error, OSError, SchemaTooNew) as exc:
@@ -287,7 +294,7 @@ class SqliteDatabase:
         )
         try:
             conn.execute("PRAGMA busy_timeout=5000")
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            row = conn.execute(f"SELECT max(version) FROM {self._version_table}").fetchone()
             known = self._migrations[-1][0] if self._migrations else 0
             if int(row[0] or 0) > known:
                 raise SchemaTooNew(int(row[0]), known)

@@ -25,9 +25,10 @@ from billhub.iso8583.message import Message
 from billhub.link.observer import LinkInfo
 
 _SECRET_KEYS = frozenset(
-    {"token", "password", "secret", "key", "private_key", "authorization", "dsn"}
+    {"token", "password", "secret", "key", "private_key", "authorization", "dsn", "code", "csrf"}
 )
-_ACCOUNT_KEYS = frozenset({"account", "account_id", "pan"})
+#: Masked like account numbers (first 2 and last 4): phone numbers too (the web service).
+_ACCOUNT_KEYS = frozenset({"account", "account_id", "pan", "phone"})
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,

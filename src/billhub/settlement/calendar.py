@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from billhub.iso8583 import codes as rc
 
@@ -111,3 +111,54 @@ class BusinessDay:
         if new == self.current:
             return CutoverOutcome(rc.APPROVED, None)
         return CutoverOutcome(rc.FORMAT_ERROR, None)
+
+
+#: Syria's weekend: Friday and Saturday (``date.weekday()`` numbers).
+DEFAULT_WEEKEND: frozenset[int] = frozenset({4, 5})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingCalendar:
+    """Working days: not a weekend day, not a public holiday (both from configuration).
+
+    Turnaround times are promised in working days ("15 working days for a billing
+    complaint"), so a deadline counts only these. Pure: dates in, dates out.
+    """
+
+    holidays: frozenset[date] = frozenset()
+    weekend: frozenset[int] = DEFAULT_WEEKEND
+
+    def is_working_day(self, day: date) -> bool:
+        return day.weekday() not in self.weekend and day not in self.holidays
+
+    def add_working_days(self, start: date, days: int) -> date:
+        """The ``days``-th working day after ``start`` (``start`` itself never counts).
+
+        ``days == 0`` is ``start`` itself when it is a working day, else the next one.
+        Raises ``ValueError`` for a negative count or a calendar with no working day.
+        """
+        if days < 0:
+            raise ValueError("days must be >= 0")
+        if len(self.weekend) >= 7:
+            raise ValueError("a calendar needs at least one working weekday")
+        current = start
+        if days == 0:
+            while not self.is_working_day(current):
+                current += timedelta(days=1)
+            return current
+        left = days
+        while left:
+            current += timedelta(days=1)
+            if self.is_working_day(current):
+                left -= 1
+        return current
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Working days after ``start`` up to and including ``end`` (0 if ``end <= start``)."""
+        n = 0
+        current = start
+        while current < end:
+            current += timedelta(days=1)
+            if self.is_working_day(current):
+                n += 1
+        return n

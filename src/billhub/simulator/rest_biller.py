@@ -230,6 +230,9 @@ class _Ledger:
                 by_id={b.bill_id: b for b in bills},
             )
 
+    def knows(self, account: str) -> bool:
+        return account in self._accounts
+
     def bills(self, account: str) -> dict[str, Any]:
         acc = self._accounts.get(account)
         if acc is None:
@@ -364,6 +367,7 @@ class RestBiller:
         self._ledger = _Ledger(accounts, receipt_prefix)
         self._token = token.encode()
         self._faults = faults if faults is not None else Faults()
+        self._decisions: dict[str, tuple[dict[str, Any], str]] = {}
         self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -408,6 +412,9 @@ class RestBiller:
         app.router.add_put("/payments/{payment_id}", self._put_payment)
         app.router.add_delete("/payments/{payment_id}", self._delete_payment)
         app.router.add_get("/payments/{payment_id}", self._get_payment)
+        for resource in ("installment-plans", "bill-corrections"):  # specs/BILLERS-requests.md
+            app.router.add_put(f"/{resource}/{{ticket}}", self._put_decision)
+            app.router.add_get(f"/{resource}/{{ticket}}", self._get_decision)
         app.router.add_get("/_admin/faults", self._get_faults)
         app.router.add_post("/_admin/faults", self._post_faults)
         app.router.add_get("/_admin/ledger", self._get_ledger)
@@ -492,6 +499,45 @@ class RestBiller:
 
     async def _get_payment(self, request: web.Request) -> web.StreamResponse:
         return _json(200, self._ledger.status(_payment_id(request)))
+
+    def decisions_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Plans and corrections the hub handed over, by ``<resource>/<ticket>``."""
+        return {k: dict(v[0], reference=v[1]) for k, v in self._decisions.items()}
+
+    async def _put_decision(self, request: web.Request) -> web.StreamResponse:
+        """A plan or a correction a company decided (specs/BILLERS-requests.md)."""
+        resource = request.path.strip("/").split("/")[0]
+        key = f"{resource}/{request.match_info['ticket']}"
+        body = await _read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("account"), str):
+            raise Refusal(400, "invalid_request", "a JSON object with an account")
+        if not self._ledger.knows(body["account"]):
+            raise Refusal(404, "unknown_account", "no such account")
+        if resource == "installment-plans":
+            items = body.get("installments")
+            if not isinstance(items, list) or not all(
+                isinstance(i, dict) and _is_int(i.get("amount")) for i in items
+            ):
+                raise Refusal(422, "plan_invalid", "installments must be a list of amounts")
+            if sum(i["amount"] for i in items) != body.get("total"):
+                raise Refusal(422, "plan_invalid", "the installments do not sum to the total")
+        seen = self._decisions.get(key)
+        if seen is not None:
+            if seen[0] != body:
+                raise Refusal(409, "ticket_conflict", "this ticket was sent with other content")
+            return _json(200, {"status": "accepted", "reference": seen[1]})
+        reference = (
+            f"{'IP' if resource == 'installment-plans' else 'BC'}-{len(self._decisions) + 1:06d}"
+        )
+        self._decisions[key] = (body, reference)
+        return _json(200, {"status": "accepted", "reference": reference})
+
+    async def _get_decision(self, request: web.Request) -> web.StreamResponse:
+        resource = request.path.strip("/").split("/")[0]
+        seen = self._decisions.get(f"{resource}/{request.match_info['ticket']}")
+        if seen is None:
+            raise Refusal(404, "unknown_ticket", "no such ticket")
+        return _json(200, {"status": "accepted", "reference": seen[1]})
 
     async def _get_faults(self, request: web.Request) -> web.StreamResponse:
         return _json(200, self._faults.to_json())

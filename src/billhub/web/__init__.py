@@ -1,0 +1,1 @@
+"""The citizen web service: pages, the app's JSON API, the companies' desk."""
