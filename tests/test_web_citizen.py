@@ -31,11 +31,12 @@ from tests.webharness import (
 
 from billhub.config import RestSettings
 from billhub.connectors.batch import BatchConnector
+from billhub.connectors.database.schema import install, load_bills
 from billhub.connectors.rest import RestConnector
 from billhub.journal.factory import build_journal
 from billhub.money import Amount
 from billhub.pipeline.model import PaymentKey, PaymentOrder, PaymentRecord, PaymentState
-from billhub.simulator.demo_data import generate_accounts, write_bills_file
+from billhub.simulator.demo_data import bills_table_rows, generate_accounts, write_bills_file
 
 PHONE = "0944123456"
 
@@ -501,3 +502,29 @@ async def test_batch_inquiry_answers_from_the_journal_bills_store(web: Web) -> N
     assert status == 200, body
     assert [b["bill_id"] for b in body["bills"]] == [b.bill_id for b in acc.bills]
     assert body["total_due"] == acc.total_due
+
+
+async def test_database_biller_inquiry_through_the_web(
+    tmp_path: Path, pki: Pki, mariadb_dsn: str
+) -> None:
+    """A company whose billing system is a database the hub reaches directly: the web
+    service asks it through the same connector as the switch path."""
+    accounts = generate_accounts("03", 12, 5, today=datetime.now(UTC).date())
+    await install(mariadb_dsn)
+    await load_bills(mariadb_dsn, bills_table_rows(accounts))
+    acc = next(a for a in accounts if a.status == "active" and a.bills)
+    more = f"""
+[[billers]]
+code = "100009"
+name = "كهرباء حلب"
+kind = "database"
+budget_s = 2.0
+database = {{ dsn = "{mariadb_dsn}" }}
+"""
+    async with running_web(tmp_path, pki.directory, more_billers=more) as web, client() as s:
+        status, body, _ = await api(
+            s, "GET", f"{web.url}/api/v1/bills?company=100009&account={acc.account}"
+        )
+        assert status == 200, body
+        assert [b["bill_id"] for b in body["bills"]] == [b.bill_id for b in acc.bills]
+        assert body["total_due"] == acc.total_due

@@ -116,6 +116,7 @@ async def running_web(
     dsn: str | None = None,
     client_limit: int = 1000,
     account_limit: int = 1000,
+    more_billers: str = "",
 ) -> AsyncIterator[Web]:
     a = RestBiller(ACCOUNTS_A, TOKEN)
     b = RestBiller(ACCOUNTS_B, TOKEN, receipt_prefix="HM")
@@ -133,7 +134,7 @@ async def running_web(
         client_limit=client_limit,
         account_limit=account_limit,
     )
-    config = parse_config(text, base_dir=tmp, env={})
+    config = parse_config(text + more_billers, base_dir=tmp, env={})
     passwords = {
         "clerk-a": await users_add(config, "clerk-a", "clerk", COMPANY_A),
         "super-a": await users_add(config, "super-a", "supervisor", COMPANY_A),

@@ -263,7 +263,7 @@ def build_web(config: Config, *, today: Any = utc_today) -> WebService:
     billers: list[Any] = []
     for b in config.billers:
         biller: Any = None
-        if b.kind == "rest":
+        if b.kind in ("rest", "database"):  # online: asked as the switch path asks them
             biller = build_biller(b, ctx)
         elif b.kind == "batch":
             biller = DeferredBiller(b, journal_bills, today, state_dir)
