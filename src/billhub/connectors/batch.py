@@ -67,6 +67,7 @@ from billhub.pipeline.model import (
     AccountStatus,
     Bill,
     BillsChanges,
+    Claim,
     DayFile,
     DayFileEntry,
     InboxFile,
@@ -367,7 +368,7 @@ class BatchConnector:
         status = PostingStatus.POSTED if active else PostingStatus.CANCELLED
         return StatusAnswer(status, self.receipt_for(payment_id))
 
-    async def _claims_of(self, payment_id: str) -> list[Any]:
+    async def _claims_of(self, payment_id: str) -> list[Claim]:
         try:
             return list(await self.store.claims_of(self.code, payment_id))
         except JournalError as exc:

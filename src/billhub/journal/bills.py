@@ -156,6 +156,36 @@ def _load_result(
     return FileLoad(stale=stale, conflicts=tuple(conflicts))
 
 
+def _changes_sql(*, postgres: bool) -> tuple[str, str]:
+    """The change feed's two queries (bills set since a position, with the bills whose
+    claim was released since; the claims of both), for SQLite (``seq`` after the
+    position) or PostgreSQL (``xid`` from the snapshot's ``xmin`` on)."""
+
+    def since(table: str) -> str:
+        return f"{table}.xid >= ?::text::xid8" if postgres else f"{table}.seq > ?"
+
+    columns = ", ".join("b." + x for x in _BILL_COLUMNS.split(", "))
+    bills = (
+        f"SELECT {columns} FROM bills b WHERE b.biller = ? AND {since('b')} "
+        f"UNION SELECT {columns} FROM bills b JOIN bill_claims k ON k.biller = b.biller "
+        f"AND k.bill_id = b.bill_id WHERE k.biller = ? AND {since('k')} AND k.active = 0"
+    )
+    claims = (
+        "SELECT k.bill_id, k.payment_id, k.active FROM bill_claims k WHERE k.biller = ? "
+        f"AND ({since('k')} OR EXISTS (SELECT 1 FROM bills b WHERE b.biller = k.biller "
+        f"AND b.bill_id = k.bill_id AND {since('b')}))"
+    )
+    return (numbered(bills), numbered(claims)) if postgres else (bills, claims)
+
+
+def _changes(bills: Sequence[Row], claims: Sequence[Row], cursor: int) -> BillsChanges:
+    return BillsChanges(
+        tuple(stored_bill(b) for b in bills),
+        tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
+        cursor,
+    )
+
+
 def _sqlite_cursor(conn: sqlite3.Connection, biller: str) -> int:
     """The last position of a biller's store, read in the same transaction as the rows
     (so a read-only reader, such as the web service, follows the writer's counter)."""
@@ -218,24 +248,10 @@ class SqliteBillsStore:
     async def changes(self, biller: str, cursor: int) -> BillsChanges:
         def op(conn: sqlite3.Connection) -> BillsChanges:
             now = _sqlite_cursor(conn, biller)
-            bills = conn.execute(
-                f"SELECT {_BILL_COLUMNS} FROM bills WHERE biller = ? AND seq > ? "
-                f"UNION SELECT {', '.join('b.' + x for x in _BILL_COLUMNS.split(', '))} "
-                "FROM bills b JOIN bill_claims k ON k.biller = b.biller AND k.bill_id = b.bill_id "
-                "WHERE k.biller = ? AND k.seq > ? AND k.active = 0",
-                (biller, cursor, biller, cursor),
-            ).fetchall()
-            claims = conn.execute(
-                "SELECT bill_id, payment_id, active FROM bill_claims k WHERE biller = ? "
-                "AND (seq > ? OR EXISTS (SELECT 1 FROM bills b WHERE b.biller = k.biller "
-                "AND b.bill_id = k.bill_id AND b.seq > ?))",
-                (biller, cursor, cursor),
-            ).fetchall()
-            return BillsChanges(
-                tuple(stored_bill(b) for b in bills),
-                tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
-                now,
-            )
+            sql_bills, sql_claims = _changes_sql(postgres=False)
+            bills = conn.execute(sql_bills, (biller, cursor, biller, cursor)).fetchall()
+            claims = conn.execute(sql_claims, (biller, cursor, cursor)).fetchall()
+            return _changes(bills, claims, now)
 
         result: BillsChanges = await self.db.submit(op)
         return result
@@ -310,29 +326,11 @@ class PgBillsStore:
         async def op(conn: PgConn) -> BillsChanges:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 now = int(await conn.fetchval(_XMIN))
-                bills = await conn.fetch(
-                    f"SELECT {_BILL_COLUMNS} FROM bills WHERE biller = $1 "
-                    "AND xid >= $2::text::xid8 "
-                    f"UNION SELECT {', '.join('b.' + x for x in _BILL_COLUMNS.split(', '))} "
-                    "FROM bills b JOIN bill_claims k ON k.biller = b.biller "
-                    "AND k.bill_id = b.bill_id WHERE k.biller = $1 "
-                    "AND k.xid >= $2::text::xid8 AND k.active = 0",
-                    biller,
-                    str(cursor),
-                )
-                claims = await conn.fetch(
-                    "SELECT bill_id, payment_id, active FROM bill_claims k WHERE biller = $1 "
-                    "AND (xid >= $2::text::xid8 OR EXISTS (SELECT 1 FROM bills b "
-                    "WHERE b.biller = k.biller AND b.bill_id = k.bill_id "
-                    "AND b.xid >= $2::text::xid8))",
-                    biller,
-                    str(cursor),
-                )
-            return BillsChanges(
-                tuple(stored_bill(b) for b in bills),
-                tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
-                now,
-            )
+                sql_bills, sql_claims = _changes_sql(postgres=True)
+                since = str(cursor)
+                bills = await conn.fetch(sql_bills, biller, since, biller, since)
+                claims = await conn.fetch(sql_claims, biller, since, since)
+            return _changes(bills, claims, now)
 
         changed: BillsChanges = await self.db.with_connection(op)
         return changed
