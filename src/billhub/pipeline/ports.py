@@ -195,7 +195,14 @@ class Journal(PaymentsLedger, Protocol):
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
         """Write the payment's answer fields and state; with ``task``, add it in the
-        same commit (an uncertain payment and its resolution cannot come apart)."""
+        same commit (an uncertain payment and its resolution cannot come apart).
+
+        Only over a row still ``POSTING``; otherwise raise
+        :class:`~billhub.errors.JournalError` and write nothing. A payment another
+        instance (or recovery) took over as uncertain is being resolved, maybe
+        cancelled at its biller: an approval written over it would be a ``00`` the
+        biller no longer holds.
+        """
         ...
 
     async def write_outcome(
