@@ -31,6 +31,8 @@ from billhub.observability.logs import configure
 from billhub.settlement.calendar import parse_day
 from billhub.simulator.cli import add_switch_parser, run_switch
 from billhub.transport.certs import init_dev_certs
+from billhub.transport.eventloop import EVENT_LOOPS
+from billhub.transport.eventloop import run as run_on_loop
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -53,8 +55,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from billhub.app.hub import serve
 
     config = load_config(Path(args.config))
+    choice = args.event_loop or config.server.event_loop
+    key = "--event-loop" if args.event_loop else "server.event_loop"
     configure(config.log.format, config.log.level)
-    asyncio.run(serve(config))
+    run_on_loop(serve(config), choice, key=key)
     return 0
 
 
@@ -249,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         examples=["billhub serve --config billhub.toml"],
     )
     s.add_argument("--config", required=True, help="the hub's TOML configuration file")
+    s.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="auto (uvloop if installed), uvloop or asyncio; overrides [server] event_loop",
+    )
     s.set_defaults(func=_cmd_serve)
 
     c = sub.add_parser(

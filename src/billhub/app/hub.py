@@ -43,6 +43,7 @@ from billhub.pipeline.unrecorded import UnrecordedOutcomes
 from billhub.settlement.calendar import BusinessDay
 from billhub.settlement.dayclose import DayCloser
 from billhub.settlement.reconcile import Reconciler
+from billhub.transport.eventloop import loop_name
 from billhub.transport.server import HubServer, ServerLimits
 from billhub.transport.tls import REFUSAL_REASONS, AllowList, server_context
 
@@ -345,6 +346,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         admin_port=hub.admin_port,
         spec=hub.codec.spec.name,
         billers=sorted(hub.billers),
+        event_loop=loop_name(),
     )
     flush_logs()  # operators and scripts wait for this line
     loop = asyncio.get_running_loop()

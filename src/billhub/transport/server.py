@@ -301,7 +301,8 @@ class HubServer:
                 refused = refusal_reason(exc)
                 self.observer.tls_refused(peer, refused.reason, refused.detail)
                 return
-            assert isinstance(tls, asyncio.Transport)
+            # No isinstance(tls, asyncio.Transport): uvloop's transports implement it
+            # without subclassing it, and the hub would refuse every link on uvloop.
             obj = tls.get_extra_info("ssl_object")
             der = obj.getpeercert(binary_form=True) if obj is not None else None
             try:
