@@ -241,7 +241,7 @@ class LinkProtocol(asyncio.Protocol):
 
     async def _serve(self, request: Message, received_at: float) -> None:
         try:
-            response = await self.handler.handle(request, self.info)
+            response = await self.handler.handle(request)
         except asyncio.CancelledError:
             response = make_response(self.link.rules, request, rc.UNAVAILABLE)
             self._respond(request, response, received_at, "cancelled")
