@@ -168,6 +168,20 @@ class RefusalSummary:
             self.log.warning(event, interval_s=self.interval, **fields)
 
 
+def _resolved(proxy: Any) -> Any:
+    """The logger behind structlog's lazy proxy, if :func:`configure` has run.
+
+    The proxy looks its logger up on every call (measured ~0.7 µs of a ~4 µs line, once
+    per message). Configured with ``cache_logger_on_first_use``, as :func:`configure`
+    always does, it would keep the logger of its first use for good anyway; taking it
+    now, after start-up's :func:`configure`, is the same logger without the lookups.
+    Unconfigured (some tests), the proxy is kept and follows a later configuration.
+    """
+    if structlog.is_configured() and structlog.get_config()["cache_logger_on_first_use"]:
+        return proxy.bind()
+    return proxy
+
+
 class LogObserver:
     """A link-fact subscriber (:mod:`billhub.link.facts`) that writes one log event per fact.
 
@@ -176,7 +190,7 @@ class LogObserver:
     """
 
     def __init__(self, refusal_interval: float = 10.0) -> None:
-        self.log = get_logger("billhub.link")
+        self.log = _resolved(get_logger("billhub.link"))
         self.refusals = RefusalSummary(self.log, refusal_interval)
 
     def __call__(self, event: LinkEvent) -> None:
