@@ -22,7 +22,6 @@ from tests.hubharness import RunningHub, hub_config_text, start_hub
 from billhub.config import parse_config
 from billhub.errors import BillhubError, ConfigError
 from billhub.iso8583.message import Message
-from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.simulator import messages as m
 from billhub.simulator.switch import SwitchLink
@@ -92,7 +91,7 @@ def test_config_server_event_loop(pki) -> None:  # type: ignore[no-untyped-def]
 # -- the mutual-TLS link on uvloop -----------------------------------------------------------
 #
 # Each scenario runs on a fresh uvloop through eventloop.run, as `billhub serve` does: the
-# hub in process (its observer records links and refusals), the simulated switch beside it.
+# hub in process (its recorder hears the link facts), the simulated switch beside it.
 
 
 class Approver:
@@ -102,7 +101,7 @@ class Approver:
         self.rules = hub.hub.codec.spec.rules
         self.seen: list[Message] = []
 
-    async def handle(self, request: Message, link: LinkInfo) -> Message:
+    async def handle(self, request: Message) -> Message:
         self.seen.append(request)
         return make_response(self.rules, request, "00")
 
