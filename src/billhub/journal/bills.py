@@ -171,17 +171,44 @@ def _order(name_order: str) -> tuple[str, int]:
     return file_order, int(row)
 
 
-def stored_bill(r: Row) -> StoredBill:
-    status: BillStatus = r[6]
-    return StoredBill(
-        r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), int(r[5]), status, (r[7], int(r[8]))
-    )
+_STATUS: dict[str, BillStatus] = {
+    "open": "open",
+    "paid": "paid",
+    "cancelled": "cancelled",
+    "blocked": "blocked",
+}
+
+
+def stored_bills(rows: Sequence[Row]) -> tuple[StoredBill, ...]:
+    """The rows as bills, the values many bills repeat (a customer's name, the period,
+    due date, status and file) shared rather than one object per row: the batch
+    connectors keep every bill still offered in memory."""
+    same: dict[Any, Any] = {}
+    days: dict[str, date] = {}
+    out = []
+    for r in rows:
+        due = days.get(r[4])
+        if due is None:
+            due = days[r[4]] = date.fromisoformat(r[4])
+        out.append(
+            StoredBill(
+                r[0],
+                r[1],
+                same.setdefault(r[2], r[2]),
+                same.setdefault(r[3], r[3]),
+                due,
+                int(r[5]),
+                _STATUS[r[6]],
+                (same.setdefault(r[7], r[7]), int(r[8])),
+            )
+        )
+    return tuple(out)
 
 
 def _view(names: Sequence[Row], bills: Sequence[Row], cursor: int) -> BillsView:
     return BillsView(
         tuple((n[0], n[1], _order(n[2])) for n in names),
-        tuple(stored_bill(b) for b in bills),
+        stored_bills(bills),
         cursor,
     )
 
@@ -210,14 +237,16 @@ def _changes_sql(*, postgres: bool) -> tuple[str, str]:
     columns = ", ".join("b." + x for x in _BILL_COLUMNS.split(", "))
     bills = (
         f"SELECT {columns} FROM bills b WHERE b.biller = ? AND {since('b')} "
-        f"UNION SELECT {columns} FROM bills b JOIN bill_claims k ON k.biller = b.biller "
+        f"UNION ALL SELECT {columns} FROM bills b JOIN bill_claims k ON k.biller = b.biller "
         f"AND k.bill_id = b.bill_id WHERE k.biller = ? AND {since('k')} AND k.active = 0"
     )
     # Two halves, each read by its index from the position on: one query with an OR
-    # read every claim of the biller, every second, however old.
+    # read every claim of the biller, every second, however old. UNION ALL: a row in
+    # both halves is applied twice, which changes nothing, and a file's load is not
+    # sorted to find them.
     claims = (
         "SELECT k.bill_id, k.payment_id, k.active FROM bill_claims k WHERE k.biller = ? "
-        f"AND {since('k')} UNION SELECT k.bill_id, k.payment_id, k.active FROM bills b "
+        f"AND {since('k')} UNION ALL SELECT k.bill_id, k.payment_id, k.active FROM bills b "
         "JOIN bill_claims k ON k.biller = b.biller AND k.bill_id = b.bill_id "
         f"WHERE b.biller = ? AND {since('b')}"
     )
@@ -226,7 +255,7 @@ def _changes_sql(*, postgres: bool) -> tuple[str, str]:
 
 def _changes(bills: Sequence[Row], claims: Sequence[Row], cursor: int) -> BillsChanges:
     return BillsChanges(
-        tuple(stored_bill(b) for b in bills),
+        stored_bills(bills),
         tuple(Claim(k[0], k[1], bool(k[2])) for k in claims),
         cursor,
     )
