@@ -110,6 +110,7 @@ class History:
         self.done = 0
         self.seq = 0
         self.tasks = 0
+        self.taken = False
 
     def fill(self, total: int, per_day: int) -> float:
         """Append payments until there are ``total``; returns the seconds it took."""
@@ -119,6 +120,15 @@ class History:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("PRAGMA cache_size=-1048576")
+            # A schema that marks taken bills on the bill (by trigger, per claim): the fill
+            # marks them itself, triggers off, which is what they would have written.
+            cols = [r[1] for r in conn.execute("PRAGMA table_info(bills)")]
+            self.taken = "taken" in cols
+            triggers = conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+            ).fetchall()
+            for name, _ in triggers:
+                conn.execute(f"DROP TRIGGER {name}")
             while self.done < total:
                 n = min(CHUNK, total - self.done)
                 self._chunk(conn, self.done, n, per_day)
@@ -126,6 +136,8 @@ class History:
                 if self.done % 1_000_000 == 0 or self.done == total:
                     note(f"  {self.done:,} payments ({time.monotonic() - t0:.0f} s)")
             self._days(conn, per_day)
+            for _, sql in triggers:
+                conn.execute(sql)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
@@ -187,11 +199,18 @@ class History:
             f"VALUES ({', '.join('?' * 25)})",
             payments,
         )
-        conn.executemany(
-            "INSERT INTO bills (biller, bill_id, account, customer_name, period, due_date, "
-            f"amount, status, file_order, row_no, seq) VALUES ({', '.join('?' * 11)})",
-            bills,
-        )
+        if self.taken:
+            conn.executemany(
+                "INSERT INTO bills (biller, bill_id, account, customer_name, period, due_date, "
+                f"amount, status, file_order, row_no, seq, taken) VALUES ({', '.join('?' * 12)})",
+                [(*b, k[3]) for b, k in zip(bills, claims, strict=True)],
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO bills (biller, bill_id, account, customer_name, period, due_date, "
+                f"amount, status, file_order, row_no, seq) VALUES ({', '.join('?' * 11)})",
+                bills,
+            )
         conn.executemany("INSERT INTO bill_claims VALUES (?, ?, ?, ?, ?)", claims)
         conn.executemany(
             "INSERT INTO reversals (acquirer, rrn, settlement_mmdd, settlement_date, biller, "
