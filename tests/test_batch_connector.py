@@ -953,6 +953,8 @@ def test_parse_bills_file_rows() -> None:
         (3, "DM-2026-11-000900", 1_250_000, "open"),
     ]
     assert rows[0].due_date == date(2026, 9, 28) and rows[1].customer_name == "سلمى العلي"
+    padded = parse_bills_file(HEADER + "01, Rana Halabi ,X-1,202601,2026-01-31,0,paid\n")
+    assert [(r.customer_name, r.amount, r.status) for r in padded] == [("Rana Halabi", 0, "paid")]
     assert parse_bills_file(HEADER) == []
 
 
@@ -967,6 +969,14 @@ def test_parse_bills_file_rows() -> None:
         ((HEADER + '01,"unterminated,X,202601,2026-01-01,1,open\n').encode(), 2, "CSV"),
         ((HEADER + "01,a\tb,X,202601,2026-01-01,1,open\n").encode(), 2, "control"),
         ((HEADER + "01,ab,X,202601,2026-01-01,1234567890123,open\n").encode(), 2, "amount"),
+        # Rows that look whole to a quick look, each wrong in one detail:
+        ((HEADER + GOOD_ROW_2 + "01,   ,X,202601,2026-01-01,1,open\n").encode(), 3,
+         "customer_name is empty"),
+        ((HEADER + "01,ab,X,202602,2026-02-30,1,open\n").encode(), 2, "due_date"),
+        ((HEADER + "01,ab,X,202601,2026-01-01,1,open,extra\n").encode(), 2, "got 8"),
+        ((HEADER + "01,a\x7fb,X,202601,2026-01-01,1,open\n").encode(), 2, "control"),
+        ((HEADER + "01,ab,X,202613,2026-01-01,1,open\n").encode(), 2, "period"),
+        ((HEADER + "01,ab,X,202601,2026-01-01,1,Open\n").encode(), 2, "status"),
     ],
 )  # fmt: skip
 def test_parse_bills_file_errors(data: bytes, row: int, reason: str) -> None:

@@ -25,7 +25,9 @@ from tests.journal_records import (
     task_for,
 )
 
+from billhub.db.sqlite import migrate
 from billhub.errors import JournalError
+from billhub.journal.bills import SqliteBillsStore
 from billhub.journal.schema import MIGRATIONS
 from billhub.journal.sqlite import SqliteJournal
 from billhub.pipeline.model import PaymentState
@@ -219,3 +221,32 @@ async def test_open_on_a_file_that_is_no_database_raises_journal_error(tmp_path:
         await j.open()
     assert str(path) in str(info.value)
     await j.close()
+
+
+async def test_bills_held_by_payments_stay_held_after_the_upgrade_to_the_offered_index(
+    db_path: Path,
+) -> None:
+    """A journal written before bills were marked taken: the upgrade marks those that
+    payments hold, so a restart offers neither a paid bill nor hides a released one."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    migrate(conn, [m for m in MIGRATIONS if m[0] <= 5], "2026-11-01T00:00:00+00:00")
+    rows = [
+        ("100002", bill_id, "0200000001", "Rana", "202611", "2026-11-28", 1000, "open", "o", n, n)
+        for n, bill_id in enumerate(("HELD", "RELEASED", "FREE"), start=1)
+    ]
+    conn.executemany("INSERT INTO bills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT INTO bill_claims VALUES ('100002', ?, ?, ?, ?)",
+        [("HELD", "P1", 1, 4), ("RELEASED", "P2", 0, 5)],
+    )
+    conn.close()
+    j = SqliteJournal(db_path)
+    await j.open()
+    try:
+        store = SqliteBillsStore(j.db, j.next_seq)
+        view = await store.view("100002")
+        assert sorted(b.bill_id for b in view.bills) == ["FREE", "RELEASED"]
+        assert j.next_seq() == 6  # the counter goes on after the last claim
+    finally:
+        await j.close()

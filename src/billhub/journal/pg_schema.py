@@ -276,4 +276,24 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX payments_file_order ON payments (biller, settlement_date, state, seq)",
         ],
     ),
+    (
+        5,
+        "the bills a payment holds marked on the bill: the batch billers' view reads only "
+        "those offered, whatever the history",
+        [
+            "ALTER TABLE bills ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
+            "UPDATE bills b SET taken = 1 FROM bill_claims k WHERE k.biller = b.biller "
+            "AND k.bill_id = b.bill_id AND k.active = 1",
+            """CREATE FUNCTION billhub_bill_taken() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE bills SET taken = NEW.active
+                WHERE biller = NEW.biller AND bill_id = NEW.bill_id;
+                RETURN NULL;
+            END $$""",
+            "CREATE TRIGGER bill_claims_taken AFTER INSERT OR UPDATE OF active ON bill_claims "
+            "FOR EACH ROW EXECUTE FUNCTION billhub_bill_taken()",
+            "CREATE INDEX bills_offered ON bills (biller) "
+            "WHERE status IN ('open', 'blocked') AND taken = 0",
+        ],
+    ),
 ]

@@ -195,4 +195,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX payments_file_order ON payments (biller, settlement_date, state, seq)",
         ],
     ),
+    (
+        6,
+        "start-up independent of history: the counter's last value by index, and the bills "
+        "a payment holds marked on the bill (the batch billers' view reads only those offered)",
+        [
+            "CREATE INDEX payments_seq ON payments (seq)",
+            "CREATE INDEX reversals_seq ON reversals (seq)",
+            "ALTER TABLE bills ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
+            "UPDATE bills SET taken = 1 WHERE EXISTS (SELECT 1 FROM bill_claims k "
+            "WHERE k.biller = bills.biller AND k.bill_id = bills.bill_id AND k.active = 1)",
+            """CREATE TRIGGER bill_claims_taken_insert AFTER INSERT ON bill_claims BEGIN
+                UPDATE bills SET taken = NEW.active
+                WHERE biller = NEW.biller AND bill_id = NEW.bill_id;
+            END""",
+            """CREATE TRIGGER bill_claims_taken_update AFTER UPDATE OF active ON bill_claims
+            BEGIN
+                UPDATE bills SET taken = NEW.active
+                WHERE biller = NEW.biller AND bill_id = NEW.bill_id;
+            END""",
+            "CREATE INDEX bills_offered ON bills (biller) "
+            "WHERE status IN ('open', 'blocked') AND taken = 0",
+        ],
+    ),
 ]
