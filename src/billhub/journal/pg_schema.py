@@ -276,4 +276,13 @@ PG_MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX payments_file_order ON payments (biller, settlement_date, state, seq)",
         ],
     ),
+    (
+        5,
+        "a day's sums from the index alone (0500 totals, report groups); replaces payments_day",
+        [
+            "CREATE INDEX payments_day_sums ON payments "
+            "(settlement_date, state, biller, acquirer, channel, amount)",
+            "DROP INDEX payments_day",
+        ],
+    ),
 ]
