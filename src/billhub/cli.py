@@ -22,10 +22,7 @@ from typing import Any
 
 from billhub import __version__
 from billhub.app.clearing import import_settlement_file, write_report
-from billhub.app.demo import fill_biller_database, run_demo
-from billhub.app.hub import serve
 from billhub.app.ops import add_ops_parsers
-from billhub.app.web import run_web, users_add, users_disable, users_list
 from billhub.config import load_config
 from billhub.errors import BillhubError, ConfigError
 from billhub.iso8583.spec import load_spec
@@ -55,7 +52,14 @@ first steps (README.md, "Running a hub"):
 """
 
 
+# The hub, the web service and the demo are imported by their commands only: each pulls
+# in its own world (the web framework, password hashing), and ``billhub report`` or
+# ``journal show`` should not wait for them to load.
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from billhub.app.hub import serve
+
     config = load_config(Path(args.config))
     configure(config.log.format, config.log.level)
     asyncio.run(serve(config))
@@ -159,6 +163,8 @@ def _cmd_settle_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
+    from billhub.app.web import run_web
+
     config = load_config(Path(args.config))
     configure(config.log.format, config.log.level)
     asyncio.run(run_web(config))
@@ -166,6 +172,8 @@ def _cmd_web(args: argparse.Namespace) -> int:
 
 
 def _cmd_web_users(args: argparse.Namespace) -> int:
+    from billhub.app.web import users_add, users_disable, users_list
+
     config = load_config(Path(args.config))
     if args.users_command == "add":
         password = asyncio.run(users_add(config, args.username, args.role, args.company))
@@ -189,6 +197,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.dir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("demo --dir", f"{workdir} is a file, not a folder")
+    from billhub.app.demo import run_demo
+
     return run_demo(workdir, database_biller=args.database_biller)
 
 
@@ -212,6 +222,8 @@ def _cmd_biller_db(args: argparse.Namespace) -> int:
         raise ConfigError("--dsn", "give a DSN or set BILLHUB_BILLER_DSN")
     today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
     accounts = generate_accounts(args.prefix, args.accounts, args.seed, today=today)
+    from billhub.app.demo import fill_biller_database
+
     try:
         rows = asyncio.run(fill_biller_database(args.dsn, accounts, empty=args.empty))
     except ConfigError as exc:
