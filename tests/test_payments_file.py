@@ -90,7 +90,9 @@ def test_a_field_with_a_comma_or_a_quote_is_quoted() -> None:
     page = [
         DayFileEntry("approved", "P1", DAYS[0], "01,2", None, 5, "600001", "1", "6013", 'R"1'),
     ]
-    assert written([page]).splitlines()[1] == 'P1,2026-11-24,"01,2",,5,600001,1,6013,"R""1",approved'
+    assert (
+        written([page]).splitlines()[1] == 'P1,2026-11-24,"01,2",,5,600001,1,6013,"R""1",approved'
+    )
 
 
 def test_a_negative_amount_is_refused_before_the_page_is_written() -> None:
