@@ -21,6 +21,7 @@ from tests.journal_records import SDATE, T0, payment, reversal
 from billhub.config import JournalConfig
 from billhub.journal.factory import JournalSet, build_journal
 from billhub.pipeline.model import PaymentKey, PaymentState
+from billhub.settlement.model import Totals
 from billhub.settlement.report import group_records
 
 BILLERS = ("100001", "100002", "100003")
@@ -90,3 +91,12 @@ async def test_sums_in_the_journal_are_the_sums_of_the_records(stores: JournalSe
     )
     assert any(g.channel == "unknown" and g.totals.reversal_amount == 700 for g in in_sql)
     assert await store.day_groups(SDATE + timedelta(days=3)) == []
+    # The 0500 totals of each biller (read from the same index) are its groups' sums.
+    for biller in BILLERS:
+        mine = [g.totals for g in by_record if g.biller == biller]
+        assert await store.day_totals(biller, SDATE) == Totals(
+            sum(t.count for t in mine),
+            sum(t.amount for t in mine),
+            sum(t.reversal_count for t in mine),
+            sum(t.reversal_amount for t in mine),
+        )

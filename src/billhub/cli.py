@@ -51,6 +51,11 @@ first steps (README.md, "Running a hub"):
 """
 
 
+# The hub, the web service and the demo are imported by their commands only: each pulls
+# in its own world (the web framework, password hashing), and ``billhub report`` or
+# ``journal show`` should not wait for them to load.
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from billhub.app.hub import serve
 
@@ -199,6 +204,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.dir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("demo --dir", f"{workdir} is a file, not a folder")
+
     return run_demo(workdir, database_biller=args.database_biller)
 
 
@@ -225,6 +231,7 @@ def _cmd_biller_db(args: argparse.Namespace) -> int:
         raise ConfigError("--dsn", "give a DSN or set BILLHUB_BILLER_DSN")
     today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
     accounts = generate_accounts(args.prefix, args.accounts, args.seed, today=today)
+
     try:
         rows = asyncio.run(fill_biller_database(args.dsn, accounts, empty=args.empty))
     except ConfigError as exc:

@@ -48,11 +48,14 @@ async def write_report(config: Config, day: date, out_dir: Path) -> ReportFiles:
         store = journal.settlement
         reversals = await store.reversals_on(day)
         adjustments: list[ReversalRecord] = []
+        first: dict[str, datetime | None] = {}  # one question per biller, not per reversal
         for r in reversals:
             if r.response_code != rc.APPROVED:
                 continue
-            first = await store.first_reconciled_at(r.biller, day)
-            if first is not None and r.received_at > first:
+            if r.biller not in first:
+                first[r.biller] = await store.first_reconciled_at(r.biller, day)
+            since = first[r.biller]
+            if since is not None and r.received_at > since:
                 adjustments.append(r)
         report = build_report(
             day,

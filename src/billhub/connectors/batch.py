@@ -57,7 +57,6 @@ from typing import Any, TextIO, TypeVar
 from billhub.config import BatchSettings
 from billhub.connectors.billsfile import BillsFileError, parse_bills_file, parse_bills_file_name
 from billhub.connectors.paymentsfile import (
-    PaymentsFileRow,
     PaymentsFileWriter,
     payments_file_name,
 )
@@ -69,7 +68,6 @@ from billhub.pipeline.model import (
     BillsChanges,
     Claim,
     DayFile,
-    DayFileEntry,
     InboxFile,
     InboxOutcome,
     PaymentOrder,
@@ -525,8 +523,7 @@ class BatchConnector:
         try:
             writer = PaymentsFileWriter(fh)
             async for page in ledger.payments_file_entries(self.code, day):
-                rows = [self._file_row(e) for e in page]
-                await asyncio.to_thread(writer.rows, rows)
+                await asyncio.to_thread(writer.entries, page, self.receipt_for)
             await asyncio.to_thread(_finish, fh, writer, tmp, target)
         except OSError as exc:
             _discard(fh, tmp)
@@ -535,20 +532,6 @@ class BatchConnector:
             _discard(fh, tmp)
             raise
         return target
-
-    def _file_row(self, e: DayFileEntry) -> PaymentsFileRow:
-        return PaymentsFileRow(
-            payment_id=e.payment_id,
-            settlement_date=e.settlement_date,
-            account=e.account,
-            bill_id=e.bill_id,
-            amount=e.amount,
-            acquirer=e.acquirer,
-            rrn=e.rrn,
-            channel=e.channel,
-            receipt=e.receipt or self.receipt_for(e.payment_id),
-            status=e.status,
-        )
 
     # -- the in-memory side -------------------------------------------------------------
 

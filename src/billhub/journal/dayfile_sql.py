@@ -36,21 +36,20 @@ _REVERSED = (
 )
 
 
-def _entry(status: Literal["approved", "reversed"], r: Row) -> DayFileEntry:
-    if r[1] is None:
-        raise JournalError("a reversed payment is missing from the journal")
-    return DayFileEntry(
-        status,
-        r[1],
-        date.fromisoformat(r[2]),
-        r[3],
-        r[4],
-        int(r[5]),
-        r[6],
-        r[7].strip(),
-        r[8],
-        r[9],
-    )
+def _page(status: Literal["approved", "reversed"], rows: list[Row]) -> list[DayFileEntry]:
+    """The entries of one page; one loop, one tuple per row, the date parsed once per
+    distinct text (a page is nearly always one date)."""
+    days: dict[str, date] = {}
+    out: list[DayFileEntry] = []
+    add = out.append
+    for r in rows:
+        if r[1] is None:
+            raise JournalError("a reversed payment is missing from the journal")
+        d = days.get(r[2])
+        if d is None:
+            d = days[r[2]] = date.fromisoformat(r[2])
+        add(DayFileEntry(status, r[1], d, r[3], r[4], int(r[5]), r[6], r[7].strip(), r[8], r[9]))
+    return out
 
 
 async def payments_file_entries(
@@ -64,7 +63,7 @@ async def payments_file_entries(
             rows = await db.rows(sql, (biller, day, last, page))
             if not rows:
                 break
-            yield [_entry(status, r) for r in rows]  # type: ignore[arg-type]
+            yield _page(status, rows)  # type: ignore[arg-type]
             if len(rows) < page:
                 break
             last = int(rows[-1][0])

