@@ -50,6 +50,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -521,6 +522,31 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         )
         ph = self.run("batch-80pct", cmd, self.hub_watch(), limit_s=a.duration + 180)
         self.advance(BATCH, ph.summary)
+        self.check_alive()
+        return ph
+
+    _HUB_STATE = ("hub", "hub_port", "hub_dir", "label", "batch_bill", "batch_account")
+
+    def save_hub(self) -> dict[str, Any]:
+        """The running hub's state, so that several hubs can take turns (``--hub-src``)."""
+        return {k: getattr(self, k) for k in self._HUB_STATE}
+
+    def load_hub(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def rest_once(self, name: str = "rest-hub") -> Phase:
+        """The REST mix through the hub once (no direct phase)."""
+        a = self.args
+        ph = self.run(
+            name,
+            self.load_cmd(
+                self.hub_port, "mix", in_flight=a.rest_concurrency, duration=a.duration, biller=REST
+            ),
+            self.hub_watch(),
+            limit_s=a.duration + 180,
+        )
+        self.advance(REST, ph.summary)
         self.check_alive()
         return ph
 
@@ -1112,6 +1138,127 @@ def report(
     return data
 
 
+def compare_run(bench: Bench, shown: list[str]) -> int:
+    """Several hubs side by side: all started at once, then taking turns phase by phase.
+
+    Each of ``--repeat`` rounds runs, for every hub in turn (the order reversed every
+    other round), the batch mix closed loop at each ``--sweep`` in-flight, the batch mix
+    open loop at ``--latency-fraction`` of that hub's maximum in the same round, and
+    the REST mix. Interleaving spreads the machine's noise over all hubs alike; the
+    table gives the median of the rounds. The codec limit (same mix, at the first
+    ``--sweep`` in-flight) is measured before the first round and after the last.
+    """
+    a = bench.args
+    phases = set(a.phases)
+    states: dict[str, dict[str, Any]] = {}
+    for label, src in a.hub_src:
+        bench.start_hub(label, src)
+        states[label] = bench.save_hub()
+    codecs: list[Phase] = []
+    if "codec" in phases:
+        codecs.append(bench.codec_limit(a.sweep[0])[1])
+    got: dict[str, dict[str, list[Phase]]] = {label: {} for label in states}
+    labels = list(states)
+    for r in range(a.repeat):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            bench.load_hub(states[label])
+            mine = got[label]
+            if "batch" in phases:
+                sweep = bench.batch_sweep()
+                for ph in sweep:
+                    mine.setdefault(f"batch max {ph.summary['in_flight']}", []).append(ph)
+                best = max(sweep, key=lambda p: p.throughput)
+                if "latency" in phases:
+                    mine.setdefault("batch 80 % open", []).append(
+                        bench.batch_latency(best.throughput)
+                    )
+            if "rest" in phases:
+                mine.setdefault("REST mix", []).append(bench.rest_once())
+            states[label] = bench.save_hub()
+    if "codec" in phases:
+        codecs.append(bench.codec_limit(a.sweep[0])[1])
+    for label in labels:
+        bench.load_hub(states[label])
+        bench.stop_hub()
+    limit = statistics.fmean(c.throughput for c in codecs) if codecs else 0.0
+    codec_us = [u for c in codecs if (u := c.us_per_msg("server")) is not None]
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        for key, runs in got[label].items():
+            rows.append(_median_row(label, key, runs, limit))
+    warnings = [
+        w for label in labels for runs in got[label].values() for ph in runs for w in _checks(ph)
+    ]
+    data = {
+        "command": shown,
+        "cpus": len(_cpus()),
+        "codec_mix": [
+            {"msg_s": c.throughput, "us_per_msg": c.us_per_msg("server"), "others": c.others}
+            for c in codecs
+        ],
+        "rows": rows,
+        "warnings": warnings,
+    }
+    if a.json:
+        print(json.dumps(data, default=str))
+        return 0
+    o = [
+        f"command: {shlex.join(shown)}",
+        f"cpus: {len(_cpus())}   {a.repeat} rounds, hubs interleaved   {a.duration:g} s per"
+        f" phase   REST mix at {a.rest_concurrency} in flight",
+        "codec limit (b), same mix, at "
+        f"{a.sweep[0]} in flight: "
+        + ", ".join(
+            f"{c.throughput:.0f} msg/s ({_us(c.us_per_msg('server')).strip()} µs/msg,"
+            f" others {_pc(c.others).strip()})"
+            for c in codecs
+        )
+        + (
+            f"; mean {limit:.0f} msg/s, {statistics.median(codec_us):.1f} µs/msg"
+            if codec_us
+            else ""
+        ),
+        "",
+        "median of the rounds (min-max of hub µs/msg):",
+        f"  {'hub':<10} {'phase':<18} {'msg/s':>8} {'/codec':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'hub µs/msg':>11} {'(range)':>15} {'others':>7}",
+    ]
+    for r in rows:
+        o.append(
+            f"  {r['hub']:<10} {r['phase']:<18} {r['msg_s']:8.0f} {_ratio(r['ratio']):>7}"
+            f" {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {_us(r['hub_us']):>11}"
+            f" {r['hub_us_range']:>15} {_pc(r['others']):>7}"
+        )
+    if warnings:
+        o.append("")
+        o += [f"warning: {w}" for w in warnings]
+    print("\n".join(o))
+    return 0
+
+
+def _median_row(label: str, key: str, runs: list[Phase], limit: float) -> dict[str, Any]:
+    def med(values: list[float | None]) -> float:
+        vals = [v for v in values if v is not None]
+        return statistics.median(vals) if vals else 0.0
+
+    us = [u for ph in runs if (u := ph.us_per_msg("hub")) is not None]
+    msg_s = med([ph.throughput for ph in runs])
+    return {
+        "hub": label,
+        "phase": key,
+        "rounds": len(runs),
+        "msg_s": msg_s,
+        "ratio": msg_s / limit if limit else None,
+        "p50_ms": med([ph.summary.get("p50_ms") for ph in runs]),
+        "p99_ms": med([ph.summary.get("p99_ms") for ph in runs]),
+        "hub_us": med(list(us)) if us else None,
+        "hub_us_range": f"{min(us):.0f}-{max(us):.0f}" if us else "",
+        "others": med([ph.others for ph in runs]),
+        "all_msg_s": [round(ph.throughput) for ph in runs],
+        "all_hub_us": [round(u) for u in us],
+    }
+
+
 def _skipped(name: str, in_flight: int) -> Phase:
     """A phase left out by ``--phases``: zeros, so that the report still prints."""
     summary = {"throughput_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "in_flight": in_flight}
@@ -1220,6 +1367,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run the hub from this src/ folder (repeatable: each hub in turn, fresh journal"
         " and store, the same billers, load and codec limit; then a comparison)",
     )
+    p.add_argument("--repeat", type=int, default=1, help="rounds, with several --hub-src (medians)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
@@ -1257,6 +1405,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = set(args.phases)
     try:
         bench.setup()
+        if len(args.hub_src) > 1:
+            return compare_run(bench, shown)
         codec: tuple[Phase, Phase] | None = None
         results: list[tuple[str, dict[str, Any]]] = []
         failed = False

@@ -193,6 +193,8 @@ class ResponseParser:
                         raise NotHttp("bad chunk size") from None
                     if size < 0 or not size_text.isalnum():
                         raise NotHttp("bad chunk size")
+                    if self._size + size > self._max_body:
+                        raise TooLarge("answer too large")
                     if size == 0:
                         self._state = _TRAILER
                     else:
