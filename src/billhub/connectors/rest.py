@@ -1,4 +1,4 @@
-"""The online REST connector: BILLERS.md section 1 over one pooled aiohttp session.
+"""The online REST connector: BILLERS.md section 1 over one pool of keep-alive connections.
 
 One :class:`RestConnector` per biller. It owns one
 :class:`~billhub.connectors.http1.HttpPool` (bound to the running loop on the
@@ -175,7 +175,7 @@ class RestConnector:
     async def post_payment(self, order: PaymentOrder) -> str:
         """PUT /payments/{payment_id}; returns the receipt.
 
-        aiohttp re-sends an idempotent request (PUT is one) once when a kept-alive
+        The pool re-sends a request (a PUT is idempotent) once when a kept-alive
         connection drops before the answer, so the biller may be asked twice for
         one call. That is harmless by the contract: a PUT is idempotent on the
         payment id, the biller applies it once and answers the same receipt. If the
