@@ -50,6 +50,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ SAMPLE_EVERY_S = 0.1
 THROUGHPUT_AIM = 0.50  # batch e2e throughput / codec limit
 P99_AIM_MS = 10.0  # p99 at 80 % of the maximum rate
 HUB_ADDS_AIM_MS = 5.0  # what the hub may add to a REST biller's p50
+PHASES = ("batch", "codec", "latency", "rest", "profile", "rest-profile")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -168,6 +170,8 @@ class Bench:
         self.timings: dict[str, float] = {}
         self.batch_stats: dict[str, int] = {}
         self.rest_stats: dict[str, int] = {}
+        self.label = "hub"  # the hub under test, when --hub-src names several
+        self.hub_dir = workdir
 
     # ----------------------------------------------------------------------- set-up
 
@@ -175,28 +179,38 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         init_dev_certs(self.certs)
-        inbox, outbox = self.workdir / "inbox", self.workdir / "outbox"
-        inbox.mkdir()
-        outbox.mkdir()
-        batch = generate_accounts("02", a.batch_accounts, a.seed, today=self.today)
-        write_bills_file(inbox, BATCH, batch, day=self.today)
-        self.batch_stats = _account_stats(batch)
+        self.batch_accounts = generate_accounts("02", a.batch_accounts, a.seed, today=self.today)
+        self.batch_stats = _account_stats(self.batch_accounts)
         self.rest_stats = _account_stats(
             generate_accounts("01", a.rest_accounts, a.seed, today=self.today)
         )
         self.timings["bills_file_s"] = time.monotonic() - t0
-        note(
-            f"bills file of {a.batch_accounts} accounts ({self.batch_stats['rows']} rows) written"
-            f" in {self.timings['bills_file_s']:.1f} s"
-        )
         self.start_biller()
-        config = self.workdir / "billhub.toml"
+
+    def start_hub(self, label: str, src: str | None) -> None:
+        """A fresh hub (its own journal, inbox and logs) from ``src`` (a ``src/`` folder;
+        ``None``: the installed package), its batch store loaded from a new bills file."""
+        a = self.args
+        self.label = label
+        self.hub_dir = self.workdir / label
+        inbox, outbox = self.hub_dir / "inbox", self.hub_dir / "outbox"
+        inbox.mkdir(parents=True)
+        outbox.mkdir()
+        t0 = time.monotonic()
+        write_bills_file(inbox, BATCH, self.batch_accounts, day=self.today)
+        note(
+            f"[{label}] bills file of {a.batch_accounts} accounts ({self.batch_stats['rows']}"
+            f" rows) written in {time.monotonic() - t0:.1f} s"
+        )
+        self.batch_bill = self.batch_account = 0  # a fresh store: every bill open again
+        config = self.hub_dir / "billhub.toml"
         config.write_text(self.hub_config(inbox, outbox), "utf-8")
         t1 = time.monotonic()
-        log, err = self.workdir / "hub.log", self.workdir / "hub.err"
+        log, err = self.hub_dir / "hub.log", self.hub_dir / "hub.err"
+        env = [] if src is None else ["env", f"PYTHONPATH={Path(src).resolve()}"]
         with log.open("wb") as out, err.open("wb") as e:
             self.hub = self.procs.start(
-                [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)],
+                [*env, sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)],
                 stdout=out,
                 stderr=e,
             )
@@ -256,7 +270,7 @@ format = "json"
 level = "info"
 
 [journal]
-path = "{self.workdir / "journal.db"}"
+path = "{self.hub_dir / "journal.db"}"
 
 [[billers]]
 code = "{REST}"
@@ -368,11 +382,13 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         rss_every: float = 0.0,
     ) -> Phase:
         """Run one load process to its end, sampling the CPU of ``watch`` and the load."""
+        name = f"{self.label}/{name}" if self.args.hub_src else name
         note(f"[{name}] {shlex.join(cmd[3:])}")
-        out_path = self.workdir / f"load-{name}.out"
-        err_path = self.workdir / f"load-{name}.err"
+        file_name = name.replace("/", "-")
+        out_path = self.workdir / f"load-{file_name}.out"
+        err_path = self.workdir / f"load-{file_name}.err"
         perf: subprocess.Popen[bytes] | None = None
-        perf_out = self.workdir / f"perf-{name}.txt"
+        perf_out = self.workdir / f"perf-{file_name}.txt"
         hub_pid = watch.get("hub")
         if count_syncs and hub_pid is not None and shutil.which("perf"):
             with perf_out.open("wb") as po:
@@ -509,6 +525,31 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         self.check_alive()
         return ph
 
+    _HUB_STATE = ("hub", "hub_port", "hub_dir", "label", "batch_bill", "batch_account")
+
+    def save_hub(self) -> dict[str, Any]:
+        """The running hub's state, so that several hubs can take turns (``--hub-src``)."""
+        return {k: getattr(self, k) for k in self._HUB_STATE}
+
+    def load_hub(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def rest_once(self, name: str = "rest-hub") -> Phase:
+        """The REST mix through the hub once (no direct phase)."""
+        a = self.args
+        ph = self.run(
+            name,
+            self.load_cmd(
+                self.hub_port, "mix", in_flight=a.rest_concurrency, duration=a.duration, biller=REST
+            ),
+            self.hub_watch(),
+            limit_s=a.duration + 180,
+        )
+        self.advance(REST, ph.summary)
+        self.check_alive()
+        return ph
+
     def rest(self) -> tuple[Phase, dict[str, Any], Phase]:
         a = self.args
         c = a.rest_concurrency
@@ -565,15 +606,19 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         self.advance(REST, via_hub2.summary)
         return via_hub, direct.summary | {"_cpu": direct.cpu_cores}, via_hub2
 
-    def profile(self, in_flight: int) -> dict[str, Any]:
+    def profile(self, in_flight: int, biller: str = BATCH) -> dict[str, Any]:
         a = self.args
         py_spy = find_py_spy()
         if py_spy is None:
             return {"error": "py-spy is not installed"}
         assert self.hub is not None
         BUILD.mkdir(exist_ok=True)
-        out_file = BUILD / f"e2e-hub-profile-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"
-        spylog = self.workdir / "py-spy.log"
+        what = "rest" if biller == REST else "batch"
+        out_file = (
+            BUILD
+            / f"e2e-{self.label}-{what}-profile-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"
+        )
+        spylog = self.hub_dir / f"py-spy-{what}.log"
         with spylog.open("wb") as sl:
             spy = self.procs.start(
                 [
@@ -598,12 +643,14 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
                     return {"error": f"py-spy cannot attach: {_tail(spylog, 5)}"}
                 time.sleep(0.05)
             ph = self.run(
-                "batch-profile",
-                self.load_cmd(self.hub_port, "mix", in_flight=in_flight, duration=a.duration),
+                f"{what}-profile",
+                self.load_cmd(
+                    self.hub_port, "mix", in_flight=in_flight, duration=a.duration, biller=biller
+                ),
                 self.hub_watch(),
                 limit_s=a.duration + 180,
             )
-            self.advance(BATCH, ph.summary)
+            self.advance(biller, ph.summary)
         finally:
             self.procs.stop(spy, signal.SIGINT, timeout=20)
         if not out_file.exists():
@@ -612,6 +659,7 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         threads, busy = by_thread(out_file, a.top)
         return {
             "file": str(out_file),
+            "load": f"{what} mix, {in_flight} in flight",
             "throughput_under_py_spy": ph.throughput,
             "hub_cpu_under_py_spy": ph.cpu_cores.get("hub"),
             "lines": render(s),
@@ -646,7 +694,7 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
 
     def journal_counts(self) -> dict[str, Any]:
         """Rows of the journal, read with sqlite3 once the hub has stopped."""
-        db = self.workdir / "journal.db"
+        db = self.hub_dir / "journal.db"
         out: dict[str, Any] = {}
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             out["payments"] = {
@@ -661,12 +709,13 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         return out
 
     def hub_log_bytes(self) -> int:
-        log = self.workdir / "hub.log"
+        log = self.hub_dir / "hub.log"
         return log.stat().st_size if log.exists() else 0
 
     def stop_hub(self) -> None:
         if self.hub is not None:
             self.procs.stop(self.hub, signal.SIGTERM, timeout=30)
+            self.hub = None
 
 
 #: Leaf frames of a thread that waits but that py-spy does not mark idle: a pool
@@ -844,7 +893,7 @@ def report(
     codec: tuple[Phase, Phase],
     lat: Phase,
     rest: tuple[Phase, dict[str, Any], Phase],
-    prof: dict[str, Any] | None,
+    profs: list[dict[str, Any]],
     mil: dict[str, Any] | None,
     journal: dict[str, Any],
 ) -> dict[str, Any]:
@@ -911,7 +960,7 @@ def report(
         "journal_groups": groups,
         "journal": journal,
         "hub_log_bytes": b.hub_log_bytes(),
-        "profile": prof,
+        "profile": profs,
     }
     if mil:
         ph = mil["phase"]
@@ -1060,13 +1109,13 @@ def report(
                 "  VmRSS over time: "
                 + ", ".join(f"{t:.0f}s {kb / 1024:.0f}M" for t, kb in series[::step])
             )
-    if prof is not None:
+    for prof in profs:
         o.append("")
         if prof.get("error"):
             o.append(f"profile: {prof['error']}")
         else:
             o.append(
-                f"profile of the hub under the batch mix (py-spy attached;"
+                f"profile of the hub under the {prof['load']} (py-spy attached;"
                 f" {prof['throughput_under_py_spy']:.0f} msg/s under sampling): {prof['file']}"
             )
             o.append("  top self time over all the hub's busy samples (waits left out):")
@@ -1087,6 +1136,187 @@ def report(
         o += [f"warning: {w}" for w in warnings]
     print("\n".join(o))
     return data
+
+
+def compare_run(bench: Bench, shown: list[str]) -> int:
+    """Several hubs side by side: all started at once, then taking turns phase by phase.
+
+    Each of ``--repeat`` rounds runs, for every hub in turn (the order reversed every
+    other round), the batch mix closed loop at each ``--sweep`` in-flight, the batch mix
+    open loop at ``--latency-fraction`` of that hub's maximum in the same round, and
+    the REST mix. Interleaving spreads the machine's noise over all hubs alike; the
+    table gives the median of the rounds. The codec limit (same mix, at the first
+    ``--sweep`` in-flight) is measured before the first round and after the last.
+    """
+    a = bench.args
+    phases = set(a.phases)
+    states: dict[str, dict[str, Any]] = {}
+    for label, src in a.hub_src:
+        bench.start_hub(label, src)
+        states[label] = bench.save_hub()
+    codecs: list[Phase] = []
+    if "codec" in phases:
+        codecs.append(bench.codec_limit(a.sweep[0])[1])
+    got: dict[str, dict[str, list[Phase]]] = {label: {} for label in states}
+    labels = list(states)
+    for r in range(a.repeat):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            bench.load_hub(states[label])
+            mine = got[label]
+            if "batch" in phases:
+                sweep = bench.batch_sweep()
+                for ph in sweep:
+                    mine.setdefault(f"batch max {ph.summary['in_flight']}", []).append(ph)
+                best = max(sweep, key=lambda p: p.throughput)
+                if "latency" in phases:
+                    mine.setdefault("batch 80 % open", []).append(
+                        bench.batch_latency(best.throughput)
+                    )
+            if "rest" in phases:
+                mine.setdefault("REST mix", []).append(bench.rest_once())
+            states[label] = bench.save_hub()
+    if "codec" in phases:
+        codecs.append(bench.codec_limit(a.sweep[0])[1])
+    for label in labels:
+        bench.load_hub(states[label])
+        bench.stop_hub()
+    limit = statistics.fmean(c.throughput for c in codecs) if codecs else 0.0
+    codec_us = [u for c in codecs if (u := c.us_per_msg("server")) is not None]
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        for key, runs in got[label].items():
+            rows.append(_median_row(label, key, runs, limit))
+    warnings = [
+        w for label in labels for runs in got[label].values() for ph in runs for w in _checks(ph)
+    ]
+    data = {
+        "command": shown,
+        "cpus": len(_cpus()),
+        "codec_mix": [
+            {"msg_s": c.throughput, "us_per_msg": c.us_per_msg("server"), "others": c.others}
+            for c in codecs
+        ],
+        "rows": rows,
+        "warnings": warnings,
+    }
+    if a.json:
+        print(json.dumps(data, default=str))
+        return 0
+    o = [
+        f"command: {shlex.join(shown)}",
+        f"cpus: {len(_cpus())}   {a.repeat} rounds, hubs interleaved   {a.duration:g} s per"
+        f" phase   REST mix at {a.rest_concurrency} in flight",
+        "codec limit (b), same mix, at "
+        f"{a.sweep[0]} in flight: "
+        + ", ".join(
+            f"{c.throughput:.0f} msg/s ({_us(c.us_per_msg('server')).strip()} µs/msg,"
+            f" others {_pc(c.others).strip()})"
+            for c in codecs
+        )
+        + (
+            f"; mean {limit:.0f} msg/s, {statistics.median(codec_us):.1f} µs/msg"
+            if codec_us
+            else ""
+        ),
+        "",
+        "median of the rounds (min-max of hub µs/msg):",
+        f"  {'hub':<10} {'phase':<18} {'msg/s':>8} {'/codec':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'hub µs/msg':>11} {'(range)':>15} {'others':>7}",
+    ]
+    for r in rows:
+        o.append(
+            f"  {r['hub']:<10} {r['phase']:<18} {r['msg_s']:8.0f} {_ratio(r['ratio']):>7}"
+            f" {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {_us(r['hub_us']):>11}"
+            f" {r['hub_us_range']:>15} {_pc(r['others']):>7}"
+        )
+    if warnings:
+        o.append("")
+        o += [f"warning: {w}" for w in warnings]
+    print("\n".join(o))
+    return 0
+
+
+def _median_row(label: str, key: str, runs: list[Phase], limit: float) -> dict[str, Any]:
+    def med(values: list[float | None]) -> float:
+        vals = [v for v in values if v is not None]
+        return statistics.median(vals) if vals else 0.0
+
+    us = [u for ph in runs if (u := ph.us_per_msg("hub")) is not None]
+    msg_s = med([ph.throughput for ph in runs])
+    return {
+        "hub": label,
+        "phase": key,
+        "rounds": len(runs),
+        "msg_s": msg_s,
+        "ratio": msg_s / limit if limit else None,
+        "p50_ms": med([ph.summary.get("p50_ms") for ph in runs]),
+        "p99_ms": med([ph.summary.get("p99_ms") for ph in runs]),
+        "hub_us": med(list(us)) if us else None,
+        "hub_us_range": f"{min(us):.0f}-{max(us):.0f}" if us else "",
+        "others": med([ph.others for ph in runs]),
+        "all_msg_s": [round(ph.throughput) for ph in runs],
+        "all_hub_us": [round(u) for u in us],
+    }
+
+
+def _skipped(name: str, in_flight: int) -> Phase:
+    """A phase left out by ``--phases``: zeros, so that the report still prints."""
+    summary = {"throughput_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "in_flight": in_flight}
+    return Phase(name, [], summary, {}, 0.0, None, None)
+
+
+def _headline(
+    sweep: list[Phase],
+    codec: tuple[Phase, Phase],
+    lat: Phase,
+    rest: tuple[Phase, dict[str, Any], Phase],
+) -> dict[str, Any]:
+    """What the aims of issue 10 compare, for one hub: rates over the codec limit (mix)."""
+    best = max(sweep, key=lambda p: p.throughput)
+    limit = codec[1].throughput
+    rows = {}
+    for key, ph in (("batch max", best), ("batch 80 % open", lat), ("REST mix", rest[0])):
+        rows[key] = {
+            "msg_s": ph.throughput,
+            "ratio": ph.throughput / limit if limit and ph.throughput else None,
+            "p50_ms": ph.summary.get("p50_ms"),
+            "p99_ms": ph.summary.get("p99_ms"),
+            "hub_us": ph.us_per_msg("hub"),
+            "others": ph.others,
+        }
+    second = rest[2]
+    if second.throughput:
+        rows["REST mix again"] = {
+            "msg_s": second.throughput,
+            "ratio": second.throughput / limit if limit else None,
+            "p50_ms": second.summary.get("p50_ms"),
+            "p99_ms": second.summary.get("p99_ms"),
+            "hub_us": second.us_per_msg("hub"),
+            "others": second.others,
+        }
+    return {"codec_mix_msg_s": limit, "codec_mix_us": codec[1].us_per_msg("server"), "rows": rows}
+
+
+def compare(results: list[tuple[str, dict[str, Any]]]) -> str:
+    """One table of every hub's headline numbers, against the same codec limit."""
+    first = results[0][1]
+    o = [
+        "",
+        f"comparison (codec limit, same mix: {first['codec_mix_msg_s']:.0f} msg/s,"
+        f" {_us(first['codec_mix_us']).strip()} µs/msg):",
+        f"  {'hub':<10} {'phase':<18} {'msg/s':>8} {'/codec':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'hub µs/msg':>11} {'others':>7}",
+    ]
+    for label, h in results:
+        for key, r in h["rows"].items():
+            if not r["msg_s"]:
+                continue
+            o.append(
+                f"  {label:<10} {key:<18} {r['msg_s']:8.0f} {_ratio(r['ratio']):>7}"
+                f" {r['p50_ms'] or 0:8.2f} {r['p99_ms'] or 0:8.2f} {_us(r['hub_us']):>11}"
+                f" {_pc(r['others']):>7}"
+            )
+    return "\n".join(o)
 
 
 def _ratio(x: float | None) -> str:
@@ -1123,9 +1353,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--ready-timeout", type=float, default=300.0, help="hub start-up, seconds")
+    p.add_argument(
+        "--phases",
+        default=None,
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all but rest-profile;"
+        " 'latency' needs 'batch')",
+    )
+    p.add_argument(
+        "--hub-src",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="run the hub from this src/ folder (repeatable: each hub in turn, fresh journal"
+        " and store, the same billers, load and codec limit; then a comparison)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="rounds, with several --hub-src (medians)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
+    if args.phases is None:
+        args.phases = [
+            x for x in PHASES if x != "rest-profile" and (args.profile or x != "profile")
+        ]
+    else:
+        args.phases = [x for x in str(args.phases).split(",") if x]
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown:
+        p.error(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
+    if "latency" in args.phases and "batch" not in args.phases:
+        p.error("the latency phase needs the batch phase (its rate is 80 % of the maximum)")
+    hubs = []
+    for item in args.hub_src:
+        label, _, src = item.rpartition("=")
+        hubs.append((label or Path(src).resolve().parent.name, src))
+    args.hub_src = hubs
     args.sweep = [int(x) for x in str(args.sweep).split(",") if x]
     if not args.sweep or args.duration <= 0:
         p.error("--sweep needs at least one value and --duration must be positive")
@@ -1141,20 +1402,56 @@ def main(argv: list[str] | None = None) -> int:
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="billhub-e2e-"))
     bench = Bench(args, procs, workdir)
+    phases = set(args.phases)
     try:
         bench.setup()
-        sweep = bench.batch_sweep()
-        best = max(sweep, key=lambda p: p.throughput)
-        best_inf = int(best.summary["in_flight"])
-        codec = bench.codec_limit(best_inf)
-        lat = bench.batch_latency(best.throughput)
-        rest = bench.rest()
-        prof = bench.profile(best_inf) if args.profile else None
-        mil = bench.million(best_inf) if args.million else None
-        bench.stop_hub()
-        journal = bench.journal_counts()
-        data = report(bench, shown, sweep, codec, lat, rest, prof, mil, journal)
-        return 1 if data["warnings"] else 0
+        if len(args.hub_src) > 1:
+            return compare_run(bench, shown)
+        codec: tuple[Phase, Phase] | None = None
+        results: list[tuple[str, dict[str, Any]]] = []
+        failed = False
+        for label, src in args.hub_src or [("hub", None)]:
+            bench.start_hub(label, src)
+            if "batch" in phases:
+                sweep = bench.batch_sweep()
+            else:
+                sweep = [_skipped("batch-max", args.sweep[0])]
+            best = max(sweep, key=lambda p: p.throughput)
+            best_inf = int(best.summary["in_flight"])
+            if codec is None:  # once, for every hub
+                if "codec" in phases:
+                    codec = bench.codec_limit(best_inf)
+                else:
+                    codec = (_skipped("codec-echo", best_inf), _skipped("codec-mix", best_inf))
+            lat = (
+                bench.batch_latency(best.throughput)
+                if "latency" in phases
+                else _skipped("batch-80pct", args.rate_cap)
+            )
+            if "rest" in phases:
+                rest = bench.rest()
+            else:
+                rest = (
+                    _skipped("rest-hub", args.rest_concurrency),
+                    {"throughput_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0},
+                    _skipped("rest-hub-2", args.rest_concurrency),
+                )
+            profs = []
+            if "profile" in phases:
+                profs.append(bench.profile(best_inf))
+            if "rest-profile" in phases:
+                profs.append(bench.profile(args.rest_concurrency, REST))
+            mil = bench.million(best_inf) if args.million else None
+            bench.stop_hub()
+            journal = bench.journal_counts()
+            if args.hub_src and not args.json:
+                print(f"\n==================== hub {label}: {src}")
+            data = report(bench, shown, sweep, codec, lat, rest, profs, mil, journal)
+            failed = failed or bool(data["warnings"])
+            results.append((label, _headline(sweep, codec, lat, rest)))
+        if len(results) > 1 and not args.json:
+            print(compare(results))
+        return 1 if failed else 0
     except KeyboardInterrupt:
         note("interrupted; stopping every process")
         return 130

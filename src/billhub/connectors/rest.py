@@ -1,9 +1,10 @@
-"""The online REST connector: BILLERS.md section 1 over one pooled aiohttp session.
+"""The online REST connector: BILLERS.md section 1 over one pool of keep-alive connections.
 
-One :class:`RestConnector` per biller. It owns one ``aiohttp.ClientSession``
-(created lazily inside the running loop, on the first call) whose connector holds
-at most ``max_concurrency`` keep-alive connections, and one ``ssl.SSLContext``
-built once at construction. Nothing is created per call.
+One :class:`RestConnector` per biller. It owns one
+:class:`~billhub.connectors.http1.HttpPool` (bound to the running loop on the
+first call) holding at most ``max_concurrency`` keep-alive connections, and one
+``ssl.SSLContext`` built once at construction. The request heads' constant part
+(host, token, accept) is encoded once; a call adds its request line and body.
 
 What a call may raise (the :class:`~billhub.pipeline.ports.Biller` contract)::
 
@@ -33,18 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import ssl
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, urlsplit
 
-import aiohttp
+import orjson
 from yarl import URL
 
 from billhub.config import RestSettings
+from billhub.connectors.http1 import HttpError, HttpPool, PoolClosed
 from billhub.errors import BillerRejected, BillerTimeout, BillerUnavailable, ConfigError
 from billhub.pipeline.model import (
     AccountBills,
@@ -73,7 +74,6 @@ REFUSALS: dict[str, int] = {
 }
 
 _MAX_BODY = 1024 * 1024  # a many-bills answer is a few KiB; more is not a biller answer
-_READ_CHUNK = 64 * 1024
 _MAX_AMOUNT = 10**15  # far above any DE 4 amount; keeps an absurd integer out of the journal
 _KEEPALIVE_S = 30.0
 
@@ -83,15 +83,9 @@ _PERIOD_RE = re.compile(r"[0-9]{4}(0[1-9]|1[0-2])")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _STATUSES = {s.value: s for s in AccountStatus}
 _POSTING = {"posted": PostingStatus.POSTED, "cancelled": PostingStatus.CANCELLED}
-_JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_JSON_BODY = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+#: Bytes a header value must not hold: they would end the header (or the head).
+_HEADER_BREAKS = frozenset("\r\n\0")
 
 
 def _outside(where: str) -> BillerUnavailable:
@@ -133,15 +127,26 @@ class RestConnector:
             raise ValueError("call_timeout must be > 0")
         self.code = code
         self._base = _base_url(code, settings.base_url)
-        self._ssl = _client_ssl_context(code, settings, https=self._base.startswith("https:"))
-        self._headers = {
-            "Authorization": f"Bearer {settings.token}",
-            "Accept": "application/json",
-        }
+        https = self._base.startswith("https:")
+        self._ssl = _client_ssl_context(code, settings, https=https)
+        if _HEADER_BREAKS.intersection(settings.token):
+            raise ConfigError(f"biller {code}: rest.token", "must be one line")
+        parts = urlsplit(self._base)
+        self._prefix = parts.path  # already percent-encoded, no trailing slash
+        self._head = (
+            f"Host: {parts.netloc}\r\nAuthorization: Bearer {settings.token}\r\n"
+            "Accept: application/json\r\n"
+        ).encode()
         self._max_concurrency = max_concurrency
         self._call_timeout = call_timeout
         self._on_auth_failure = on_auth_failure
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = HttpPool(
+            parts.hostname or "",
+            parts.port or (443 if https else 80),
+            ssl_context=self._ssl,
+            limit=max_concurrency,
+            keepalive_s=_KEEPALIVE_S,
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -164,23 +169,21 @@ class RestConnector:
 
     async def open_bills(self, account: str) -> AccountBills:
         """GET /accounts/{account}/bills; ``unknown_account`` on a 404 saying so."""
-        url = f"{self._base}/accounts/{_segment(account)}/bills"
-        obj = await self._call("GET", url, None)
+        obj = await self._call(b"GET", f"/accounts/{_segment(account)}/bills", None)
         return _parse_bills(account, obj)
 
     async def post_payment(self, order: PaymentOrder) -> str:
         """PUT /payments/{payment_id}; returns the receipt.
 
-        aiohttp re-sends an idempotent request (PUT is one) once when a kept-alive
+        The pool re-sends a request (a PUT is idempotent) once when a kept-alive
         connection drops before the answer, so the biller may be asked twice for
         one call. That is harmless by the contract: a PUT is idempotent on the
         payment id, the biller applies it once and answers the same receipt. If the
         second attempt is dropped too, the call raises ``BillerUnavailable`` and the
         hub resolves the payment as uncertain.
         """
-        url = f"{self._base}/payments/{_payment_id(order.payment_id)}"
-        body = _encoder.encode(_payment_body(order)).encode()
-        obj = await self._call("PUT", url, body)
+        path = f"/payments/{_payment_id(order.payment_id)}"
+        obj = await self._call(b"PUT", path, orjson.dumps(_payment_body(order)))
         if not isinstance(obj, dict):
             raise _outside("body")
         if obj.get("status") != "posted":
@@ -193,8 +196,7 @@ class RestConnector:
 
     async def cancel_payment(self, payment_id: str) -> None:
         """DELETE /payments/{payment_id}; idempotent; ``unknown_payment`` if never posted."""
-        url = f"{self._base}/payments/{_payment_id(payment_id)}"
-        obj = await self._call("DELETE", url, None)
+        obj = await self._call(b"DELETE", f"/payments/{_payment_id(payment_id)}", None)
         if not isinstance(obj, dict) or obj.get("status") != "cancelled":
             raise _outside("status")
 
@@ -202,9 +204,8 @@ class RestConnector:
         """GET /payments/{payment_id}: posted or cancelled with the receipt; a 404
         ``unknown_payment`` is :attr:`PostingStatus.UNKNOWN` (not final: a late posting
         may still arrive, hence ``status_is_authoritative = False``)."""
-        url = f"{self._base}/payments/{_payment_id(payment_id)}"
         try:
-            obj = await self._call("GET", url, None)
+            obj = await self._call(b"GET", f"/payments/{_payment_id(payment_id)}", None)
         except BillerRejected as exc:
             if exc.code == "unknown_payment":
                 return StatusAnswer(PostingStatus.UNKNOWN)
@@ -217,68 +218,42 @@ class RestConnector:
         return StatusAnswer(_POSTING[status], _identifier(obj.get("receipt"), "receipt"))
 
     async def close(self) -> None:
-        """Close the session and its connections; idempotent. Later calls raise
-        ``BillerUnavailable``."""
+        """Close the pool and its connections; idempotent. Later calls raise
+        ``BillerUnavailable``; calls in flight fail with it."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._pool.close()
 
     # ------------------------------------------------------------------ HTTP
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        """The pooled session, made on first use so that it binds the running loop."""
-        session = self._session
-        if session is not None:
-            return session
+    async def _call(self, method: bytes, path: str, body: bytes | None) -> Any:
+        """One request; returns the JSON of a 200, raises the mapped error otherwise.
+
+        The whole call (waiting for a connection, connecting, sending, reading the
+        body) is bounded by ``asyncio.timeout(call_timeout)``: one clock, and a
+        ``TimeoutError`` that is always ours. No redirect is followed (outside the
+        contract), and no proxy is taken from the environment.
+        """
         if self._closed:
             raise BillerUnavailable("connector closed")
-        connector = aiohttp.TCPConnector(
-            limit=self._max_concurrency,
-            limit_per_host=0,  # one host: ``limit`` is the bound
-            keepalive_timeout=_KEEPALIVE_S,
-            ssl=self._ssl if self._ssl is not None else True,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=self._headers,
-            # The per-call bound is ``asyncio.timeout(call_timeout)`` around connect,
-            # send and the whole body: one clock, and a TimeoutError that is always
-            # ours. aiohttp's own timers would only duplicate it, and its 5-minute
-            # default total must never apply.
-            timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None),
-            raise_for_status=False,
-            trust_env=False,
-        )
-        return self._session
-
-    async def _call(self, method: str, url: str, body: bytes | None) -> Any:
-        """One request; returns the JSON of a 200, raises the mapped error otherwise."""
-        session = self._open_session()
+        line = b"%s %s HTTP/1.1\r\n" % (method, (self._prefix + path).encode("ascii"))
+        if body is None:
+            data = line + self._head + b"\r\n"
+        else:
+            data = line + self._head + _JSON_BODY % len(body) + body
         try:
             async with asyncio.timeout(self._call_timeout):
-                resp = await session.request(
-                    method,
-                    URL(url, encoded=True),
-                    data=body,
-                    headers=_JSON_HEADERS if body is not None else None,
-                    allow_redirects=False,  # a redirect is outside the contract
-                )
-                try:
-                    data = await _read_body(resp)
-                except BaseException:
-                    # Timed out, cancelled or broken mid-body: this connection's state
-                    # is unknown, so it is closed rather than returned to the pool.
-                    resp.close()
-                    raise
-                resp.release()
+                answer = await self._pool.request(data, max_body=_MAX_BODY)
         except TimeoutError:
             raise BillerTimeout(f"no answer within {self._call_timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BillerUnavailable(_describe(exc)) from None
-        status = resp.status
+        except PoolClosed:
+            raise BillerUnavailable("connector closed") from None
+        except HttpError as exc:  # fixed short reasons: never a URL, a header or a body
+            raise BillerUnavailable(str(exc)) from None
+        except OSError as exc:
+            raise BillerUnavailable(f"connection error: {type(exc).__name__}") from None
+        status = answer.status
         if status == 200:
-            return _json(data)
+            return _json(answer.body)
         if status == 401:
             if self._on_auth_failure is not None:
                 with contextlib.suppress(Exception):
@@ -286,7 +261,7 @@ class RestConnector:
             raise BillerUnavailable("unauthorized")
         if 400 <= status < 500:
             try:
-                obj = _json(data)
+                obj = _json(answer.body)
             except BillerUnavailable:
                 obj = None
             code = obj.get("error") if isinstance(obj, dict) else None
@@ -376,42 +351,12 @@ def _rfc3339_utc(moment: datetime) -> str:
 # ---------------------------------------------------------------------- answers
 
 
-async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
-    """The whole body, or ``BillerUnavailable`` past :data:`_MAX_BODY`."""
-    length = resp.content_length
-    if length is not None and length > _MAX_BODY:
-        raise BillerUnavailable("answer too large")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await resp.content.read(_READ_CHUNK):
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise BillerUnavailable("answer too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _json(data: bytes) -> Any:
+    """The body as JSON; orjson refuses NaN, Infinity, invalid UTF-8 and deep nesting."""
     try:
-        return _decoder.decode(data.decode("utf-8"))
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError too
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # a ValueError
         raise BillerUnavailable("answer is not JSON") from None
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a transport failure: the class, never the URL (it holds the
-    account number)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "tls: server certificate refused"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError | ssl.SSLError):
-        return "tls: handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connect failed: {exc.os_error.strerror or type(exc.os_error).__name__}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection dropped before the answer"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "answer cut short"
-    return f"connection error: {type(exc).__name__}"
 
 
 def _integer(value: object, where: str) -> int:

@@ -401,7 +401,8 @@ class Pipeline:
                 task = self._resolve_task(record)
         else:
             self._observe(route.code, "post_payment", t0, "ok")
-            if naming is not None:  # its own time-out: a slow name never delays the 00 long
+            if naming is not None and not naming.done():
+                # its own time-out: a slow name never delays the 00 long
                 await asyncio.wait({naming}, timeout=_NAME_WAIT_S)
             self._approve(record, route, receipt)
         finally:
