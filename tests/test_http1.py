@@ -27,6 +27,12 @@ from billhub.errors import BillerUnavailable, ConfigError
 from billhub.pipeline.model import PaymentOrder
 from billhub.simulator.demo_data import generate_accounts
 from billhub.simulator.rest_biller import Faults, RestBiller
+from billhub.transport import eventloop
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+    uvloop = None
 
 TOKEN = "tok-http1-4d2c"
 TODAY = date(2026, 11, 24)
@@ -279,3 +285,24 @@ async def test_not_http_is_unavailable() -> None:
         await c.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")
+def test_the_connector_asks_a_biller_on_uvloop_as_the_hub_runs() -> None:
+    """The hub serves on uvloop where installed: a payment and an inquiry over its pool."""
+
+    async def scenario() -> tuple[str, str]:
+        b = RestBiller(ACCOUNTS, TOKEN)
+        await b.start()
+        c = make(b.url)
+        try:
+            bills = await c.open_bills(OPEN.account)
+            receipt = await c.post_payment(order())
+            return bills.customer_name, receipt
+        finally:
+            await c.close()
+            await b.stop()
+
+    name, receipt = eventloop.run(scenario(), "uvloop")
+    assert name == OPEN.customer_name
+    assert receipt

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import Final
+from typing import Final, cast
 
 __all__ = [
     "Answer",
@@ -304,8 +304,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not isinstance: uvloop's transports implement asyncio.Transport
+        # without subclassing it, and every call would fail on the hub's loop.
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, data: bytes, max_body: int) -> asyncio.Future[Answer]:
         assert self.transport is not None
