@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -54,99 +53,42 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from billhub.simulator.demo_data import generate_accounts, write_bills_file
-from billhub.transport.certs import init_dev_certs
-from link import (  # bench/ is sys.path[0] when run as a script
-    CLK_TCK,
+from harness import (  # bench/ is sys.path[0] when run as a script
+    BUILD,
+    HERE,
+    HubConfig,
+    Phase,
     Procs,
-    _on_terminate,
-    _tail,
+    Workload,
+    batch_biller,
+    cpus,
+    dev_certs,
     find_py_spy,
-    host_ticks,
+    handle_signals,
+    load_cmd,
     note,
-    proc_ticks,
+    rest_biller,
+    rss_kb,
+    run_load,
+    start_hub,
+    start_rest_biller,
+    tail,
+    wait_for_line,
 )
 from speedscope import render, summarise
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BUILD = ROOT / "build"
 SERVERS = HERE / "servers.py"
 REST_DIRECT = HERE / "rest_direct.py"
 REST, BATCH = "100001", "100002"
 TOKEN = "bench-token-7c1e"
-SAMPLE_EVERY_S = 0.1
 THROUGHPUT_AIM = 0.50  # batch e2e throughput / codec limit
 P99_AIM_MS = 10.0  # p99 at 80 % of the maximum rate
 HUB_ADDS_AIM_MS = 5.0  # what the hub may add to a REST biller's p50
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def rss_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of a process, in kB; empty once it is gone."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def wait_for_line(
-    proc: subprocess.Popen[bytes], log: Path, err: Path, match: str, timeout: float
-) -> str:
-    """The first line of ``log`` containing ``match``; raises if the process dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            for line in log.read_text("utf-8", "replace").splitlines():
-                if match in line:
-                    return line
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{shlex.join(map(str, proc.args))} exited with {proc.returncode}:\n"
-                f"{_tail(log)}\n{_tail(err)}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"no {match!r} after {timeout:g} s:\n{_tail(log)}\n{_tail(err)}")
-
-
-@dataclass
-class Phase:
-    """One load process run and what was sampled meanwhile."""
-
-    name: str
-    command: list[str]
-    summary: dict[str, Any]
-    cpu_cores: dict[str, float | None]  # share of one core per watched process
-    window_s: float
-    machine: float | None
-    others: float | None
-    syncs: dict[str, int] = field(default_factory=dict)
-    rss_series: list[tuple[float, int]] = field(default_factory=list)
-    wall_s: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        return float(self.summary.get("throughput_per_s", 0.0))
-
-    def us_per_msg(self, who: str) -> float | None:
-        cores = self.cpu_cores.get(who)
-        if cores is None or not self.throughput:
-            return None
-        return cores / self.throughput * 1e6
 
 
 class Bench:
@@ -168,13 +110,14 @@ class Bench:
         self.timings: dict[str, float] = {}
         self.batch_stats: dict[str, int] = {}
         self.rest_stats: dict[str, int] = {}
+        self.rss_start: dict[str, int] = {}
 
     # ----------------------------------------------------------------------- set-up
 
     def setup(self) -> None:
         a = self.args
         t0 = time.monotonic()
-        init_dev_certs(self.certs)
+        dev_certs(self.certs)
         inbox, outbox = self.workdir / "inbox", self.workdir / "outbox"
         inbox.mkdir()
         outbox.mkdir()
@@ -189,90 +132,36 @@ class Bench:
             f"bills file of {a.batch_accounts} accounts ({self.batch_stats['rows']} rows) written"
             f" in {self.timings['bills_file_s']:.1f} s"
         )
-        self.start_biller()
-        config = self.workdir / "billhub.toml"
-        config.write_text(self.hub_config(inbox, outbox), "utf-8")
-        t1 = time.monotonic()
-        log, err = self.workdir / "hub.log", self.workdir / "hub.err"
-        with log.open("wb") as out, err.open("wb") as e:
-            self.hub = self.procs.start(
-                [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)],
-                stdout=out,
-                stderr=e,
-            )
-        line = wait_for_line(self.hub, log, err, '"hub_listening"', a.ready_timeout)
-        self.hub_port = int(json.loads(line)["port"])
-        self.timings["hub_start_s"] = time.monotonic() - t1
-        note(f"hub listening on {self.hub_port} after {self.timings['hub_start_s']:.1f} s")
-
-    def start_biller(self) -> None:
-        a = self.args
-        log, err = self.workdir / "rest-biller.log", self.workdir / "rest-biller.err"
-        with log.open("wb") as out, err.open("wb") as e:
-            self.biller = self.procs.start(
-                [
-                    sys.executable,
-                    "-m",
-                    "billhub.simulator.rest_biller",
-                    "--port",
-                    "0",
-                    "--token",
-                    TOKEN,
-                    "--seed",
-                    str(a.seed),
-                    "--accounts",
-                    str(a.rest_accounts),
-                    "--prefix",
-                    "01",
-                    "--today",
-                    self.today.isoformat(),
-                ],
-                stdout=out,
-                stderr=e,
-            )
-        line = wait_for_line(self.biller, log, err, "listening", 120)
-        self.biller_port = int(line.strip().rsplit(":", 1)[1])
+        self.biller, self.biller_port = start_rest_biller(
+            self.procs,
+            self.workdir,
+            token=TOKEN,
+            seed=a.seed,
+            accounts=a.rest_accounts,
+            prefix="01",
+            today=self.today,
+        )
         note(f"REST biller listening on {self.biller_port}")
-
-    def hub_config(self, inbox: Path, outbox: Path) -> str:
-        return f"""\
-# Written by bench/e2e.py: a loopback hub, a REST and a batch biller, a durable journal.
-[link]
-host = "127.0.0.1"
-port = 0
-shutdown_grace_s = 2.0
-
-[tls]
-cert_file = "{self.certs / "hub.crt"}"
-key_file = "{self.certs / "hub.key"}"
-client_ca_file = "{self.certs / "switch-ca.crt"}"
-allowed_subjects = ["switch-1"]
-
-[admin]
-enabled = false
-
-[log]
-format = "json"
-level = "info"
-
-[journal]
-path = "{self.workdir / "journal.db"}"
-
-[[billers]]
-code = "{REST}"
-name = "Damascus (REST demo biller)"
-kind = "rest"
-budget_s = 5
-max_concurrency = {self.args.rest_max_concurrency}
-rest = {{ base_url = "http://127.0.0.1:{self.biller_port}", token = "{TOKEN}" }}
-
-[[billers]]
-code = "{BATCH}"
-name = "Rural Damascus (batch)"
-kind = "batch"
-budget_s = 5
-batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
-"""
+        config = HubConfig(
+            self.certs,
+            self.workdir / "journal.db",
+            [
+                rest_biller(
+                    REST,
+                    "Damascus (REST demo biller)",
+                    f"http://127.0.0.1:{self.biller_port}",
+                    TOKEN,
+                    max_concurrency=a.rest_max_concurrency,
+                ),
+                batch_biller(BATCH, "Rural Damascus (batch)", inbox, outbox),
+            ],
+            comment="Written by bench/e2e.py: a loopback hub, a REST and a batch biller.",
+        )
+        hub = start_hub(self.procs, self.workdir, "hub", config, timeout=a.ready_timeout)
+        self.hub, self.hub_port = hub.proc, hub.port
+        self.timings["hub_start_s"] = hub.start_s
+        self.rss_start = rss_kb(hub.pid)
+        note(f"hub listening on {self.hub_port} after {self.timings['hub_start_s']:.1f} s")
 
     # ----------------------------------------------------------------------- loads
 
@@ -290,62 +179,34 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         offsets: bool = True,
     ) -> list[str]:
         a = self.args
-        cmd = [
-            sys.executable,
-            "-m",
-            "billhub.cli",
-            "switch",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--certs",
-            str(self.certs),
-            "--json",
-            "load",
-            "--links",
-            str(a.links),
-            "--in-flight",
-            str(in_flight),
-            "--duration",
-            str(duration),
-            "--warmup",
-            str(a.warmup),
-            "--kind",
-            kind,
-        ]
+        workload = None
         if kind != "echo":
             rest = biller == REST
             self.rrn_tag += 1
-            cmd += [
-                "--biller",
+            workload = Workload(
                 biller,
-                "--accounts",
-                str(a.rest_accounts if rest else a.batch_accounts),
-                "--seed",
-                str(a.seed),
-                "--prefix",
+                a.rest_accounts if rest else a.batch_accounts,
+                a.seed,
                 "01" if rest else "02",
-                "--today",
-                self.today.isoformat(),
-                "--payment-share",
-                str(a.payment_share),
-                "--settlement-date",
-                self.today.strftime("%m%d"),
-                "--rrn-tag",
-                str(self.rrn_tag),
-            ]
-            if offsets:
-                bill = self.rest_bill if rest else self.batch_bill
-                account = self.rest_account if rest else self.batch_account
-                cmd += ["--bill-offset", str(bill), "--account-offset", str(account)]
-        if rate > 0:
-            cmd += ["--rate", f"{rate:.0f}"]
-        if count > 0:
-            cmd += ["--count", str(count)]
-        if expect is not None:
-            cmd += ["--expect", expect]
-        return cmd
+                self.today,
+                a.payment_share,
+                self.rrn_tag,
+                (self.rest_bill if rest else self.batch_bill) if offsets else None,
+                (self.rest_account if rest else self.batch_account) if offsets else None,
+            )
+        return load_cmd(
+            port,
+            self.certs,
+            kind=kind,
+            links=a.links,
+            in_flight=in_flight,
+            duration=duration,
+            warmup=a.warmup,
+            workload=workload,
+            rate=rate,
+            count=count,
+            expect=expect,
+        )
 
     def advance(self, biller: str, summary: dict[str, Any]) -> None:
         """Remember which bills and accounts the next run against ``biller`` starts at."""
@@ -368,72 +229,16 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         rss_every: float = 0.0,
     ) -> Phase:
         """Run one load process to its end, sampling the CPU of ``watch`` and the load."""
-        note(f"[{name}] {shlex.join(cmd[3:])}")
-        out_path = self.workdir / f"load-{name}.out"
-        err_path = self.workdir / f"load-{name}.err"
-        perf: subprocess.Popen[bytes] | None = None
-        perf_out = self.workdir / f"perf-{name}.txt"
-        hub_pid = watch.get("hub")
-        if count_syncs and hub_pid is not None and shutil.which("perf"):
-            with perf_out.open("wb") as po:
-                perf = self.procs.start(
-                    [
-                        "perf",
-                        "stat",
-                        "-x",
-                        ",",
-                        "-e",
-                        "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync",
-                        "-p",
-                        str(hub_pid),
-                    ],
-                    stdout=po,
-                    stderr=po,
-                )
-        t_start = time.monotonic()
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = self.procs.start(cmd, stdout=out, stderr=err)
-        samples: list[tuple[float, dict[str, int | None], tuple[int, int] | None]] = []
-        rss_series: list[tuple[float, int]] = []
-        next_rss = 0.0
-        deadline = time.monotonic() + limit_s
-        try:
-            while proc.poll() is None:
-                now = time.monotonic()
-                wall = time.time()
-                if now > deadline:
-                    raise RuntimeError(f"[{name}] the load did not finish in {limit_s:g} s")
-                ticks = {k: proc_ticks(pid) for k, pid in watch.items()}
-                ticks["load"] = proc_ticks(proc.pid)
-                samples.append((wall, ticks, host_ticks()))
-                if rss_every and hub_pid is not None and now >= next_rss:
-                    rss_series.append((now - t_start, rss_kb(hub_pid).get("VmRSS", 0)))
-                    next_rss = now + rss_every
-                time.sleep(SAMPLE_EVERY_S)
-            t_exit = time.monotonic()
-            wall_exit = time.time()
-        finally:
-            self.procs.stop(proc, signal.SIGKILL, timeout=0.1)
-            if perf is not None:
-                self.procs.stop(perf, signal.SIGINT, timeout=5.0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"[{name}] load exited with {proc.returncode}:\n{_tail(err_path)}")
-        lines = [ln for ln in out_path.read_text("utf-8").splitlines() if ln.startswith("{")]
-        if not lines:
-            raise RuntimeError(f"[{name}] load printed no JSON:\n{_tail(err_path)}")
-        summary = json.loads(lines[-1])
-        phase = _phase(name, cmd, summary, samples, wall_exit, list(watch))
-        phase.wall_s = t_exit - t_start
-        phase.rss_series = rss_series
-        if perf is not None:
-            phase.syncs = _perf_counts(perf_out)
-        note(
-            f"    {phase.throughput:.0f} msg/s  p50 {summary.get('p50_ms')} ms  p99 "
-            f"{summary.get('p99_ms')} ms  codes {summary.get('codes')}  unexpected "
-            f"{summary.get('unexpected_total', 0)}  "
-            + "  ".join(f"{k} {v * 100:.0f} %" for k, v in phase.cpu_cores.items() if v is not None)
+        return run_load(
+            self.procs,
+            self.workdir,
+            name,
+            [cmd],
+            watch,
+            limit_s=limit_s,
+            count_syncs=count_syncs,
+            rss_every=rss_every,
         )
-        return phase
 
     def hub_watch(self) -> dict[str, int | None]:
         assert self.hub is not None and self.biller is not None
@@ -595,7 +400,7 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
             deadline = time.monotonic() + 15
             while "Sampling process" not in spylog.read_text("utf-8", "replace"):
                 if spy.poll() is not None or time.monotonic() > deadline:
-                    return {"error": f"py-spy cannot attach: {_tail(spylog, 5)}"}
+                    return {"error": f"py-spy cannot attach: {tail(spylog, 5)}"}
                 time.sleep(0.05)
             ph = self.run(
                 "batch-profile",
@@ -607,7 +412,7 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
         finally:
             self.procs.stop(spy, signal.SIGINT, timeout=20)
         if not out_file.exists():
-            return {"error": f"py-spy wrote no profile: {_tail(spylog, 5)}"}
+            return {"error": f"py-spy wrote no profile: {tail(spylog, 5)}"}
         s = summarise(out_file, a.top)
         threads, busy = by_thread(out_file, a.top)
         return {
@@ -743,65 +548,6 @@ def _account_stats(accounts: list[Any]) -> dict[str, int]:
     }
 
 
-def _perf_counts(path: Path) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in path.read_text("utf-8", "replace").splitlines():
-            parts = line.split(",")
-            if len(parts) > 2 and parts[2].startswith("syscalls:"):
-                with contextlib.suppress(ValueError):
-                    out[parts[2].split("sys_enter_")[-1]] = int(parts[0])
-    return out
-
-
-def _phase(
-    name: str,
-    cmd: list[str],
-    summary: dict[str, Any],
-    samples: list[tuple[float, dict[str, int | None], tuple[int, int] | None]],
-    t_exit: float,
-    watched: list[str],
-) -> Phase:
-    """CPU over the load's measured window (wall-clock times the load reports).
-
-    The load reports its window as epoch times and its own CPU in it (process
-    time); the other processes' CPU comes from the samples inside the window.
-    Without a reported window: about the ``seconds`` before the load exited.
-    """
-    seconds = float(summary.get("seconds") or 0.0)
-    window = summary.get("window") or {}
-    if "epoch_start" in window:
-        lo, hi = float(window["epoch_start"]), float(window["epoch_end"])
-    else:
-        lo, hi = t_exit - seconds - 0.2, t_exit - 0.3
-    inside = [s for s in samples if lo <= s[0] <= hi] or samples[-2:]
-    cores: dict[str, float | None] = {k: None for k in [*watched, "load"]}
-    machine = others = None
-    dt = 0.0
-    if len(inside) >= 2:
-        first, last = inside[0], inside[-1]
-        dt = last[0] - first[0]
-        for k in cores:
-            a, b = first[1].get(k), last[1].get(k)
-            if a is not None and b is not None and dt > 0:
-                cores[k] = (b - a) / CLK_TCK / dt
-        if first[2] is not None and last[2] is not None:
-            busy = last[2][0] - first[2][0]
-            total = last[2][1] - first[2][1]
-            if total:
-                machine = busy / total
-                ncpu = len(_cpus())
-                others = max(0.0, machine * ncpu - sum(v or 0.0 for v in cores.values()))
-    if "cpu_s" in window and window["epoch_end"] > window["epoch_start"]:
-        span = float(window["epoch_end"]) - float(window["epoch_start"])
-        cores["load"] = float(window["cpu_s"]) / span
-    return Phase(name, cmd, summary, cores, dt, machine, others)
-
-
-def _cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -822,19 +568,6 @@ def _row(label: str, ph: Phase, extra: str = "") -> str:
         f"  {_pc(ph.cpu_cores.get('load'))} {_us(ph.us_per_msg('load'))}"
         f"  {_pc(ph.others)}{extra}"
     )
-
-
-def _checks(ph: Phase) -> list[str]:
-    s = ph.summary
-    out = []
-    if s.get("unexpected_total"):
-        out.append(f"[{ph.name}] answers with an unexpected DE 39: {s.get('unexpected')}")
-    for key in ("rrn_mismatch", "rrn_missing", "unmatched", "malformed", "failed"):
-        if s.get(key):
-            out.append(f"[{ph.name}] {key}: {s[key]}")
-    if ph.others is not None and ph.others > 0.15:
-        out.append(f"[{ph.name}] other processes took {ph.others * 100:.0f} % of a core: disturbed")
-    return out
 
 
 def report(
@@ -886,7 +619,7 @@ def report(
     data: dict[str, Any] = {
         "command": argv,
         "python": sys.version.split()[0],
-        "cpus": len(_cpus()),
+        "cpus": cpus(),
         "today": b.today.isoformat(),
         "setup": {
             **b.timings,
@@ -923,9 +656,9 @@ def report(
             "us_per_msg": {k: ph.us_per_msg(k) for k in ph.cpu_cores},
             "wall_s": ph.wall_s,
         }
-    warnings = [w for ph in [*sweep, echo, lat, hub1, hub2] for w in _checks(ph)]
+    warnings = [w for ph in [*sweep, echo, lat, hub1, hub2] for w in ph.warnings()]
     if mil:
-        warnings += _checks(mil["phase"])
+        warnings += mil["phase"].warnings()
     data["warnings"] = warnings
     if a.json:
         print(json.dumps(data, default=str))
@@ -934,7 +667,7 @@ def report(
     o: list[str] = []
     o.append(f"command: {shlex.join(argv)}")
     o.append(
-        f"cpus: {len(_cpus())}   python {data['python']}   today {b.today}   links {a.links}"
+        f"cpus: {cpus()}   python {data['python']}   today {b.today}   links {a.links}"
         f"   {a.duration:g} s per phase (+{a.warmup:g} s warm-up)   payment share"
         f" {a.payment_share:g}"
     )
@@ -1136,8 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     shown = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *raw]
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_terminate)
+    handle_signals()
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="billhub-e2e-"))
     bench = Bench(args, procs, workdir)
