@@ -46,12 +46,10 @@ import argparse
 import contextlib
 import json
 import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,13 +66,14 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     batch_biller,
     cpus,
     dev_certs,
+    exit_code,
     find_py_spy,
-    handle_signals,
     load_cmd,
     note,
     rest_biller,
     rss_kb,
     run_load,
+    session,
     start_hub,
     start_rest_biller,
     tail,
@@ -869,36 +868,24 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     shown = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *raw]
-    handle_signals()
-    procs = Procs()
-    workdir = Path(tempfile.mkdtemp(prefix="billhub-e2e-"))
-    bench = Bench(args, procs, workdir)
-    try:
-        bench.setup()
-        sweep = bench.batch_sweep()
-        best = max(sweep, key=lambda p: p.throughput)
-        best_inf = int(best.summary["in_flight"])
-        codec = bench.codec_limit(best_inf)
-        lat = bench.batch_latency(best.throughput)
-        rest = bench.rest()
-        prof = bench.profile(best_inf) if args.profile else None
-        mil = bench.million(best_inf) if args.million else None
-        bench.stop_hub()
-        journal = bench.journal_counts()
-        data = report(bench, shown, sweep, codec, lat, rest, prof, mil, journal)
-        return 1 if data["warnings"] else 0
-    except KeyboardInterrupt:
-        note("interrupted; stopping every process")
-        return 130
-    except RuntimeError as exc:
-        note(f"bench/e2e.py: error: {exc}")
-        return 1
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"work folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with session("e2e", keep=args.keep) as (procs, workdir):
+        bench = Bench(args, procs, workdir)
+        try:
+            bench.setup()
+            sweep = bench.batch_sweep()
+            best = max(sweep, key=lambda p: p.throughput)
+            best_inf = int(best.summary["in_flight"])
+            codec = bench.codec_limit(best_inf)
+            lat = bench.batch_latency(best.throughput)
+            rest = bench.rest()
+            prof = bench.profile(best_inf) if args.profile else None
+            mil = bench.million(best_inf) if args.million else None
+            bench.stop_hub()
+            journal = bench.journal_counts()
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            return exit_code("e2e", exc)
+        data = report(bench, shown, sweep, codec, lat, rest, prof, mil, journal)  # logs still here
+    return 1 if data["warnings"] else 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,32 @@ def handle_signals() -> None:
     """SIGTERM and SIGHUP unwind like Ctrl-C does, through :meth:`Procs.kill_all`."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_terminate)
+
+
+@contextlib.contextmanager
+def session(prog: str, *, keep: bool) -> Iterator[tuple[Procs, Path]]:
+    """A bench's processes and work folder: on any exit every child is killed by its
+    group, and the folder removed (``keep``: left, and named on stderr)."""
+    handle_signals()
+    procs = Procs()
+    work = Path(tempfile.mkdtemp(prefix=f"billhub-bench-{prog}-"))
+    try:
+        yield procs, work
+    finally:
+        procs.kill_all()
+        if keep:
+            note(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def exit_code(prog: str, exc: BaseException) -> int:
+    """What a bench's ``main`` returns when interrupted or when a phase failed."""
+    if isinstance(exc, KeyboardInterrupt):
+        note("interrupted; stopping every process")
+        return 130
+    note(f"bench/{prog}.py: error: {exc}")
+    return 1
 
 
 def cpus() -> int:

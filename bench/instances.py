@@ -33,11 +33,9 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -54,7 +52,7 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     batch_biller,
     cpus,
     dev_certs,
-    handle_signals,
+    exit_code,
     load_cmd,
     median,
     note,
@@ -62,6 +60,7 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     psql,
     rest_biller,
     run_load,
+    session,
     start_hub,
     start_rest_biller,
 )
@@ -328,18 +327,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    handle_signals()
-    work = Path(tempfile.mkdtemp(prefix="billhub-bench-instances-"))
-    procs = Procs()
-    try:
-        results = Bench(args, work, procs).run()
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        note(f"bench/instances.py: error: {exc}")
-        return 1
-    finally:
-        procs.kill_all()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    with session("instances", keep=args.keep) as (procs, work):
+        try:
+            results = Bench(args, work, procs).run()
+        except (KeyboardInterrupt, RuntimeError, subprocess.CalledProcessError) as exc:
+            return exit_code("instances", exc)
     if args.json:
         print(json.dumps([asdict(r) for r in results]))
     else:

@@ -37,12 +37,10 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,12 +54,13 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     Procs,
     child_pid,
     dev_certs,
+    exit_code,
     find_py_spy,
     host_ticks,
     note,
     proc_ticks,
+    session,
 )
-from harness import on_terminate as _on_terminate
 from harness import tail as _tail
 from speedscope import render, summarise
 
@@ -693,51 +692,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     shown = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *raw]
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_terminate)
-    procs = Procs()
-    workdir = Path(tempfile.mkdtemp(prefix="billhub-bench-"))
-    try:
-        certs = workdir / "certs"
-        dev_certs(certs)
-        config = workdir / "billhub.toml"
-        hub = HubConfig(
-            certs,
-            workdir / "journal.db",
-            shutdown_grace_s=1.0,
-            comment="Written by bench/link.py: a loopback hub with development certificates.",
-        )
-        config.write_text(hub.toml(), "utf-8")
-        runs: list[Run] = []
-        for i in range(args.repeat):
-            for kind in KINDS:
-                note(f"[{i + 1}/{args.repeat}] ({kind}) {LABELS[kind]} ...")
-                run = measure(procs, args, kind, i, certs, config, workdir)
-                note(
-                    f"    {run.throughput:.1f} msg/s  p99 {run.p99_ms:.2f} ms"
-                    f"  server CPU {_pct(run.cpu.server if run.cpu else None).strip()}"
-                    f"  load CPU {_pct(run.cpu.load if run.cpu else None).strip()}"
-                )
-                runs.append(run)
-        prof = None
-        if args.profile:
-            note("(c) under py-spy record ...")
-            prof = profile_hub(procs, args, certs, config, workdir)
-        medians = {k: median_run([r for r in runs if r.kind == k]) for k in KINDS}
-        report(args, shown, medians, runs, prof)
-        return 1 if any(r.warnings for r in runs) else 0
-    except KeyboardInterrupt:
-        note("interrupted; stopping every server and load process")
-        return 130
-    except RuntimeError as exc:
-        note(f"bench/link.py: error: {exc}")
-        return 1
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"work folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with session("link", keep=args.keep) as (procs, workdir):
+        try:
+            certs = workdir / "certs"
+            dev_certs(certs)
+            config = workdir / "billhub.toml"
+            hub = HubConfig(
+                certs,
+                workdir / "journal.db",
+                shutdown_grace_s=1.0,
+                comment="Written by bench/link.py: a loopback hub with development certificates.",
+            )
+            config.write_text(hub.toml(), "utf-8")
+            runs: list[Run] = []
+            for i in range(args.repeat):
+                for kind in KINDS:
+                    note(f"[{i + 1}/{args.repeat}] ({kind}) {LABELS[kind]} ...")
+                    run = measure(procs, args, kind, i, certs, config, workdir)
+                    note(
+                        f"    {run.throughput:.1f} msg/s  p99 {run.p99_ms:.2f} ms"
+                        f"  server CPU {_pct(run.cpu.server if run.cpu else None).strip()}"
+                        f"  load CPU {_pct(run.cpu.load if run.cpu else None).strip()}"
+                    )
+                    runs.append(run)
+            prof = None
+            if args.profile:
+                note("(c) under py-spy record ...")
+                prof = profile_hub(procs, args, certs, config, workdir)
+            medians = {k: median_run([r for r in runs if r.kind == k]) for k in KINDS}
+            report(args, shown, medians, runs, prof)
+            return 1 if any(r.warnings for r in runs) else 0
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            return exit_code("link", exc)
 
 
 if __name__ == "__main__":

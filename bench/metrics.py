@@ -29,7 +29,6 @@ import json
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -45,10 +44,10 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     Workload,
     batch_biller,
     dev_certs,
-    handle_signals,
     load_cmd,
     note,
     run_load,
+    session,
     start_hub,
 )
 
@@ -387,32 +386,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    handle_signals()
-    procs = Procs()
-    base = Path(tempfile.mkdtemp(prefix="billhub-bench-metrics-"))
     runs: list[Run] = []
-    try:
-        certs = base / "certs"
-        dev_certs(certs)
+    with session("metrics", keep=args.keep) as (procs, base):
+        certs = dev_certs(base / "certs")
         for i in range(args.repeat):
             order = ("off", "on") if i % 2 == 0 else ("on", "off")
             for mode in order:
                 runs.append(measure(procs, args, mode, i, certs, base))
-        summary = summarise(runs)
-        summary["observers"] = observer_cost()
-        if args.json:
-            print(json.dumps({"runs": [asdict(r) for r in runs], "summary": summary}, indent=2))
-        else:
-            sys.stdout.write(report(args, runs, summary))
-        return 0
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"kept {base}")
-        else:
-            import shutil
-
-            shutil.rmtree(base, ignore_errors=True)
+    summary = summarise(runs)
+    summary["observers"] = observer_cost()
+    if args.json:
+        print(json.dumps({"runs": [asdict(r) for r in runs], "summary": summary}, indent=2))
+    else:
+        sys.stdout.write(report(args, runs, summary))
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import e2e  # bench/ is sys.path[0] when run as a script
 import instances
-from harness import DEFAULT_PG, Phase, Procs, cpus, handle_signals, note, pg_reachable, rss_kb
+from harness import DEFAULT_PG, Phase, Procs, cpus, exit_code, pg_reachable, rss_kb, session
 
 #: (quick, full) settings of each part.
 MODES: dict[str, dict[str, Any]] = {
@@ -246,23 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     shown = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *raw]
-    handle_signals()
-    procs = Procs()
-    work = Path(tempfile.mkdtemp(prefix="billhub-bench-run-"))
-    try:
-        data = measure(args, procs, work)
-    except KeyboardInterrupt:
-        note("interrupted; stopping every process")
-        return 130
-    except RuntimeError as exc:
-        note(f"bench/run.py: error: {exc}")
-        return 1
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with session("run", keep=args.keep) as (procs, work):
+        try:
+            data = measure(args, procs, work)
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            return exit_code("run", exc)
     print(json.dumps(data, default=str) if args.json else render(data, shown))
     return 1 if data["warnings"] else 0
 
