@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -652,6 +652,41 @@ def _perf_counts(path: Path) -> dict[str, int]:
     return out
 
 
+class _Group:
+    """CPU ticks of processes found one by one, each counted from when it was found."""
+
+    def __init__(self) -> None:
+        self.base: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+
+    def add(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            if pid not in self.base and (t := proc_ticks(pid)) is not None:
+                self.base[pid] = self.last[pid] = t
+
+    def ticks(self) -> int:
+        for pid in self.base:
+            if (t := proc_ticks(pid)) is not None:  # a backend gone keeps its last count
+                self.last[pid] = t
+        return sum(self.last[p] - self.base[p] for p in self.base)
+
+
+def pg_backends(admin_dsn: str, database: str) -> Callable[[], list[int]]:
+    """The server processes of ``database`` now (what the hubs opened), for ``group``."""
+
+    def find() -> list[int]:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = psql(
+                admin_dsn,
+                "SELECT pid FROM pg_stat_activity WHERE datname = "
+                f"'{database}' AND pid <> pg_backend_pid()",
+            )
+            return [int(x) for x in out.split()]
+        return []
+
+    return find
+
+
 def run_load(
     procs: Procs,
     workdir: Path,
@@ -663,12 +698,15 @@ def run_load(
     count_syncs: bool = False,
     rss_every: float = 0.0,
     ok_codes: tuple[int, ...] = (0,),
+    group: tuple[str, Callable[[], Iterable[int]]] | None = None,
 ) -> Phase:
     """Run load processes together to their end, sampling the CPU of ``watch`` and theirs.
 
     ``count_syncs``: ``perf stat`` counts the fsync/fdatasync calls of ``watch["hub"]``
     meanwhile (when perf is installed and allowed). ``rss_every``: VmRSS of the hub
-    every so many seconds, into :attr:`Phase.rss_series`.
+    every so many seconds, into :attr:`Phase.rss_series`. ``group``: processes found
+    while it runs (PostgreSQL's backends of the journal), looked up once a second and
+    counted together under the name given, each from when it was found.
     """
     note(f"[{name}] " + " | ".join(shlex.join(c[3:]) for c in cmds))
     hub_pid = watch.get("hub")
@@ -694,12 +732,19 @@ def run_load(
     rss_series: list[tuple[float, int]] = []
     next_rss = 0.0
     deadline = time.monotonic() + limit_s
+    members = _Group()
+    next_look = 0.0
     try:
         while any(p.poll() is None for p in loads):
             now = time.monotonic()
             if now > deadline:
                 raise RuntimeError(f"[{name}] the load did not finish in {limit_s:g} s")
             ticks = {k: proc_ticks(pid) for k, pid in watch.items()}
+            if group is not None:
+                if now >= next_look:
+                    members.add(group[1]())
+                    next_look = now + 1.0
+                ticks[group[0]] = members.ticks()
             mine = [proc_ticks(p.pid) for p in loads]
             ticks["load"] = None if None in mine else sum(t or 0 for t in mine)
             samples.append((time.time(), ticks, host_ticks()))
@@ -720,7 +765,8 @@ def run_load(
         if p.returncode not in ok_codes:
             raise RuntimeError(f"[{name}] load exited with {p.returncode}:\n{tail(err)}")
         summaries.append(last_json(out, err, name))
-    cores, dt, machine, others = cpu_in_window(summaries, samples, t_exit, list(watch))
+    watched = [*watch, *([group[0]] if group else [])]
+    cores, dt, machine, others = cpu_in_window(summaries, samples, t_exit, watched)
     summary = merge_summaries(summaries)
     phase = Phase(
         name, cmds[0], summary, cores, dt, machine, others, summaries=summaries, wall_s=wall

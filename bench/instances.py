@@ -56,6 +56,7 @@ from harness import (  # bench/ is sys.path[0] when run as a script
     load_cmd,
     median,
     note,
+    pg_backends,
     pg_database,
     psql,
     rest_biller,
@@ -88,6 +89,8 @@ class Result:
     load_cores: float | None = None
     others_cores: float | None = None
     links_per_hub: tuple[int, ...] = ()
+    pg_cores: float | None = None  # the journal's PostgreSQL backends (on this host)
+    pg_us_per_msg: float | None = None
 
     @property
     def exact(self) -> bool:
@@ -177,6 +180,9 @@ class Bench:
             loads,
             {f"hub-{i}": h.pid for i, h in enumerate(hubs)},
             limit_s=self.a.duration * 4 + 120,
+            group=None
+            if isinstance(journal, Path)
+            else ("pg", pg_backends(self.a.pg, journal.rsplit("/", 1)[1])),
         )
         links = tuple(h.links_opened() - n for h, n in zip(hubs, links0, strict=True))
         for h in hubs:
@@ -206,6 +212,8 @@ class Bench:
             ph.cores("load"),
             ph.others,
             links,
+            ph.cores("pg"),
+            ph.us_per_msg("pg"),
         )
         note(
             f"[{name}] {result.throughput:.0f} msg/s  p50 {result.p50_ms} ms  p99 "
@@ -268,8 +276,9 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         f"{args.duration:g} s per phase, {args.rounds} round(s), {cpus()} cores",
         "",
         "| phase | instances | msg/s | p50 ms | p99 ms | hub CPU (cores) | hub µs/msg | "
-        "load (cores) | others (cores) | links per hub | approved (loads / journal) | unexpected |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "PostgreSQL (cores) | PostgreSQL µs/msg | load (cores) | others (cores) | "
+        "links per hub | approved (loads / journal) | unexpected |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def f(x: float | None, fmt: str = ".2f") -> str:
@@ -279,6 +288,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         lines.append(
             f"| {r.phase} | {r.instances} | {r.throughput:.0f} | {r.p50_ms:.1f} | "
             f"{r.p99_ms:.1f} | {r.hub_cores:.2f} | {f(r.hub_us_per_msg, '.0f')} | "
+            f"{f(r.pg_cores)} | {f(r.pg_us_per_msg, '.0f')} | "
             f"{f(r.load_cores)} | {f(r.others_cores)} | "
             f"{' + '.join(map(str, r.links_per_hub))} | "
             f"{r.approved_by_loads} / {r.approved_in_journal} | {r.unexpected} |"

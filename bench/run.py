@@ -28,6 +28,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def measure(args: argparse.Namespace, procs: Procs, work: Path) -> dict[str, Any
     data["per_core"] = {
         "settings": f"batch mix, {ca.links} links x {ca.in_flight} in flight per load, "
         f"one load per hub, {ca.batch_accounts} accounts",
-        "results": [instances.asdict(r) for r in results],
+        "results": [asdict(r) for r in results],
     }
     data["warnings"] += [f"[{r.phase}] payments lost or doubled" for r in results if not r.exact]
     return data
@@ -207,14 +208,16 @@ def render(data: dict[str, Any], argv: list[str]) -> str:
             f"hub per core ({core['settings']}):",
             "",
             "| journal, hubs | msg/s | × pg-1 | p50 ms | p99 ms | hub CPU (cores) | hub µs/msg"
-            " | load (cores) | others (cores) | links per hub | approved loads / journal |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+            " | PostgreSQL (cores) | PostgreSQL µs/msg | load (cores) | others (cores)"
+            " | links per hub | approved loads / journal |",
+            "| --- " + "| ---: " * 10 + "| --- | --- |",
         ]
         for r in res:
             o.append(
                 f"| {r['phase']} | {r['throughput']:.0f} | "
                 f"{_f(r['throughput'] / pg1 if pg1 else None, '.2f')} | {r['p50_ms']:.1f} | "
                 f"{r['p99_ms']:.1f} | {r['hub_cores']:.2f} | {_f(r['hub_us_per_msg'], '.0f')} | "
+                f"{_f(r['pg_cores'], '.2f')} | {_f(r['pg_us_per_msg'], '.0f')} | "
                 f"{_f(r['load_cores'], '.2f')} | {_f(r['others_cores'], '.2f')} | "
                 f"{' + '.join(map(str, r['links_per_hub']))} | "
                 f"{r['approved_by_loads']} / {r['approved_in_journal']} |"
