@@ -176,26 +176,32 @@ def render(data: dict[str, Any], argv: list[str]) -> str:
         f"mode {data['mode']}   cpus {data['cpus']}   load: {data['load_example']}",
         "",
         "| row | msg/s | × codec limit (same mix) | p50 ms | p99 ms | hub CPU µs/msg"
-        " | load CPU µs/msg | others (cores) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | one core ≈ msg/s | × codec by CPU | load CPU µs/msg | others (cores) |",
+        "| --- " + "| ---: " * 9 + "|",
     ]
+    codec_us = data["rows"][1].get("cpu_us_per_msg")  # the codec server, the same mix
     for r in data["rows"]:
+        us = r.get("cpu_us_per_msg")
         o.append(
             f"| {r['row']} | {_f(r.get('msg_s'), '.0f')} | {_f(r.get('x_codec'), '.2f')} | "
-            f"{_f(r.get('p50_ms'), '.2f')} | {_f(r.get('p99_ms'), '.2f')} | "
-            f"{_f(r.get('cpu_us_per_msg'), '.0f')} | {_f(r.get('load_us_per_msg'), '.0f')} | "
-            f"{_f(r.get('others_cores'), '.2f')} |"
+            f"{_f(r.get('p50_ms'), '.2f')} | {_f(r.get('p99_ms'), '.2f')} | {_f(us, '.0f')} | "
+            f"{_f(1e6 / us if us else None, '.0f')} | "
+            f"{_f(codec_us / us if us and codec_us else None, '.2f')} | "
+            f"{_f(r.get('load_us_per_msg'), '.0f')} | {_f(r.get('others_cores'), '.2f')} |"
         )
     before, after = data["rss_kb"]["before"], data["rss_kb"]["after"]
     o.append(
         f"| hub VmRSS before the first load / after the last | {before.get('VmRSS', 0) / 1024:.0f}"
         f" MiB → {after.get('VmRSS', 0) / 1024:.0f} MiB (peak {after.get('VmHWM', 0) / 1024:.0f}"
-        f" MiB) | | | | | | |"
+        f" MiB) |" + " |" * 8
     )
     o.append("")
     o.append(
         "codec limit rows: CPU is the codec server's; REST biller direct: the biller's CPU is"
-        " not the hub's (n/a)"
+        " not the hub's (n/a). 'one core ≈': 10^6 / µs per message, what the process would"
+        " answer with a core of its own; '× codec by CPU': the codec server's µs per message"
+        " over the row's, the throughput ratio free of the load generator and of other"
+        " processes' share of the machine"
     )
     core = data.get("per_core")
     if core is None:
