@@ -16,6 +16,15 @@ Usage::
 
     .venv/bin/python bench/link.py [--duration 5] [--in-flight 64] [--links 2]
                                    [--repeat K] [--json] [--profile] [--keep]
+                                   [--event-loop auto|uvloop|asyncio] [--load-rate R]
+                                   [--baseline-src DIR] [--compare-loops]
+
+``--baseline-src DIR`` adds (b0) and (c0), the codec server and the hub of another
+source tree (``git archive main src bench | tar -x -C DIR``), and ``--compare-loops``
+adds (bs) and (cs), (b) and (c) on the standard library's loop; each is interleaved
+with the trio and set against it by server CPU per message. ``--load-rate R`` drives
+every server open loop at R requests/s, so that on a busy machine each gets the same
+batches.
 
 ``--repeat K`` runs the trio K times interleaved (a b c a b c ...) and reports the
 median of each number. Besides throughput and latency it samples ``/proc`` for the
@@ -73,6 +82,10 @@ LABELS = {
     "a": "bare mTLS echo",
     "b": "bare mTLS + codec",
     "c": "billhub hub (serve)",
+    "b0": "baseline: mTLS + codec",
+    "c0": "baseline: hub",
+    "bs": "codec, stdlib loop",
+    "cs": "hub, stdlib loop",
 }
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -90,6 +103,7 @@ class Sample:
     server: int | None
     load: int | None
     host: tuple[int, int] | None
+    wall: float = 0.0  # time.time(), to place the sample in the load's own window
 
 
 @dataclass
@@ -115,15 +129,22 @@ def _rate(a: int | None, b: int | None, dt: float) -> float | None:
     return (b - a) / CLK_TCK / dt
 
 
-def steady_cpu(samples: list[Sample], t_exit: float, duration: float) -> CpuUse | None:
-    """CPU during the load's measured window: about the last ``duration`` s before it exited.
+def steady_cpu(
+    samples: list[Sample], t_exit: float, duration: float, window: dict[str, Any] | None = None
+) -> CpuUse | None:
+    """CPU during the load's measured window.
 
-    The load generator measures for ``duration`` seconds after its warm-up and then
-    closes its links and exits, so the window is taken as
-    [exit - duration, exit - 0.3 s], which keeps start-up and tear-down out.
+    The load generator reports its window's wall-clock start and end (``window``); the
+    samples inside it are used. Without it (an older load generator) the window is taken
+    as [exit - duration, exit - 0.3 s], which on a loaded machine, where closing the
+    links and exiting take a while, can catch the idle tail instead of the load.
     """
-    lo, hi = t_exit - duration, t_exit - 0.3
-    inside = [s for s in samples if lo <= s.t <= hi]
+    if window and "epoch_start" in window and "epoch_end" in window:
+        start, end = float(window["epoch_start"]), float(window["epoch_end"])
+        inside = [s for s in samples if start <= s.wall <= end]
+    else:
+        lo, hi = t_exit - duration, t_exit - 0.3
+        inside = [s for s in samples if lo <= s.t <= hi]
     if len(inside) < 2:
         inside = samples[-2:] if len(samples) >= 2 else []
     if len(inside) < 2:
@@ -175,9 +196,9 @@ def _listening_port(kind: str, log: Path) -> int | None:
     except OSError:
         return None
     for line in text.splitlines():
-        if kind in ("a", "b") and line.startswith("LISTENING "):
+        if kind[0] in "ab" and line.startswith("LISTENING "):
             return int(line.split()[1])
-        if kind == "c" and "hub_listening" in line:
+        if kind[0] == "c" and "hub_listening" in line:
             try:
                 event = json.loads(line)
             except ValueError:
@@ -203,12 +224,39 @@ def wait_ready(proc: subprocess.Popen[bytes], kind: str, log: Path, errlog: Path
     raise RuntimeError(f"({kind}) server not listening after {READY_TIMEOUT_S:g} s:\n{_tail(log)}")
 
 
-def server_cmd(kind: str, certs: Path, config: Path) -> list[str]:
-    if kind == "a":
-        return [sys.executable, str(SERVERS), "--mode", "echo", "--certs", str(certs)]
-    if kind == "b":
-        return [sys.executable, str(SERVERS), "--mode", "codec", "--certs", str(certs)]
-    return [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)]
+def kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    """The servers of one trio: (a), (b), (c), and the comparisons asked for."""
+    out = KINDS
+    if args.baseline_src is not None:
+        out += ("b0", "c0")
+    if args.compare_loops:
+        out += ("bs", "cs")
+    return out
+
+
+def server_cmd(
+    kind: str, certs: Path, config: Path, args: argparse.Namespace
+) -> tuple[list[str], dict[str, str] | None]:
+    """The command of one server, and its environment (None: ours).
+
+    ``b0``/``c0`` run another source tree's ``bench/servers.py`` and hub (``PYTHONPATH``
+    ahead of the installed billhub), on whatever loop that tree uses; ``bs``/``cs`` are
+    (b) and (c) on the standard library's loop.
+    """
+    loop = "asyncio" if kind in ("bs", "cs") else args.event_loop
+    if kind in ("b0", "c0"):
+        base = Path(args.baseline_src).resolve()
+        env = {**os.environ, "PYTHONPATH": str(base / "src")}
+        if kind == "b0":
+            servers = base / "bench" / "servers.py"
+            return [sys.executable, str(servers), "--mode", "codec", "--certs", str(certs)], env
+        return [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)], env
+    if kind[0] in "ab":
+        mode = "echo" if kind == "a" else "codec"
+        cmd = [sys.executable, str(SERVERS), "--mode", mode, "--certs", str(certs)]
+        return [*cmd, "--event-loop", loop], None
+    cmd = [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)]
+    return [*cmd, "--event-loop", loop], None
 
 
 def load_cmd(args: argparse.Namespace, port: int | str, certs: Path | str) -> list[str]:
@@ -224,6 +272,8 @@ def load_cmd(args: argparse.Namespace, port: int | str, certs: Path | str) -> li
         "--certs",
         str(certs),
         "--json",  # a `switch` option: after `load` argparse rejects it
+        "--event-loop",
+        args.load_event_loop,
         "load",
         "--links",
         str(args.links),
@@ -237,6 +287,7 @@ def load_cmd(args: argparse.Namespace, port: int | str, certs: Path | str) -> li
         "echo",
         "--engine",
         args.load_engine,
+        *(["--rate", str(args.load_rate)] if args.load_rate else []),
     ]
 
 
@@ -264,7 +315,9 @@ def drive(
                 raise RuntimeError(f"load generator for {tag} did not finish in time")
             if spid is None:
                 spid = server_pid()
-            samples.append(Sample(now, proc_ticks(spid), proc_ticks(proc.pid), host_ticks()))
+            samples.append(
+                Sample(now, proc_ticks(spid), proc_ticks(proc.pid), host_ticks(), time.time())
+            )
             time.sleep(SAMPLE_EVERY_S)
         t_exit = time.monotonic()
     finally:
@@ -276,7 +329,8 @@ def drive(
     lines = [ln for ln in out_path.read_text("utf-8").splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"load generator for {tag} printed no JSON:\n{_tail(out_path)}")
-    return json.loads(lines[-1]), steady_cpu(samples, t_exit, args.duration)
+    summary = json.loads(lines[-1])
+    return summary, steady_cpu(samples, t_exit, args.duration, summary.get("window"))
 
 
 def measure(
@@ -291,8 +345,9 @@ def measure(
     tag = f"{kind}{repeat + 1}"
     log = workdir / f"server-{tag}.log"
     errlog = workdir / f"server-{tag}.err"
+    cmd, env = server_cmd(kind, certs, config, args)
     with log.open("wb") as out, errlog.open("wb") as err:
-        server = procs.start(server_cmd(kind, certs, config), stdout=out, stderr=err)
+        server = procs.start(cmd, stdout=out, stderr=err, env=env)
     try:
         port = wait_ready(server, kind, log, errlog)
         summary, cpu = drive(procs, args, port, certs, lambda: server.pid, workdir, tag)
@@ -374,7 +429,7 @@ def _profile_attach(
     log, errlog = workdir / "server-profile.log", workdir / "server-profile.err"
     spylog = workdir / "py-spy-attach.log"
     with log.open("wb") as out, errlog.open("wb") as err:
-        hub = procs.start(server_cmd("c", certs, config), stdout=out, stderr=err)
+        hub = procs.start(server_cmd("c", certs, config, args)[0], stdout=out, stderr=err)
     summary: dict[str, Any] | None = None
     cpu: CpuUse | None = None
     try:
@@ -411,7 +466,7 @@ def _profile_launch(
 ) -> ProfileResult:
     """py-spy starts the hub itself (no ptrace attach needed) and samples its whole life."""
     how = "py-spy launched the hub (whole life; import samples left out)"
-    cmd = [*_spy_cmd(py_spy, args, out_file), "--", *server_cmd("c", certs, config)]
+    cmd = [*_spy_cmd(py_spy, args, out_file), "--", *server_cmd("c", certs, config, args)[0]]
     log, errlog = workdir / "server-launch.log", workdir / "server-launch.err"
     with log.open("wb") as out, errlog.open("wb") as err:
         spy = procs.start(cmd, stdout=out, stderr=err)
@@ -499,7 +554,7 @@ def median_run(runs: list[Run]) -> Run:
 def result_line(kind: str, r: Run) -> str:
     label = f"({kind}) {LABELS[kind]}:"
     return (
-        f"{label:<26} {r.throughput:9.1f} msg/s  p50 {r.p50_ms:.2f} ms  "
+        f"{label:<30} {r.throughput:9.1f} msg/s  p50 {r.p50_ms:.2f} ms  "
         f"p99 {r.p99_ms:.2f} ms  p99.9 {r.p999_ms:.2f} ms"
     )
 
@@ -541,6 +596,17 @@ def _fmt_ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def comparisons(cost: dict[str, float | None]) -> dict[str, tuple[float | None, float | None]]:
+    """Server CPU per message, before -> after, for each comparison measured in this run."""
+    pairs = {
+        "codec server, baseline -> this tree": ("b0", "b"),
+        "hub, baseline -> this tree": ("c0", "c"),
+        "codec server, stdlib loop -> --event-loop": ("bs", "b"),
+        "hub, stdlib loop -> --event-loop": ("cs", "c"),
+    }
+    return {what: (cost[x], cost[y]) for what, (x, y) in pairs.items() if x in cost and y in cost}
+
+
 def report(
     args: argparse.Namespace,
     argv: list[str],
@@ -553,14 +619,15 @@ def report(
     b_over_a = _ratio(b.throughput, a.throughput)
     c_ok = c_over_b is not None and c_over_b >= C_OVER_B_TARGET
     p99_ok = c.p99_ms < P99_TARGET_MS
-    cost = {k: medians[k].server_us_per_msg() for k in KINDS}
+    measured = tuple(medians)
+    cost = {k: medians[k].server_us_per_msg() for k in measured}
     cap_c_over_b = cost["b"] / cost["c"] if cost["b"] and cost["c"] else None
     cap_b_over_a = cost["a"] / cost["b"] if cost["a"] and cost["b"] else None
 
-    warnings = [w for k in KINDS for w in medians[k].warnings]
+    warnings = [w for k in measured for w in medians[k].warnings]
     if c.server_log_lines > 50:
         warnings.append(f"(c) hub wrote {c.server_log_lines} log lines at info level")
-    for k in KINDS:
+    for k in measured:
         cpu = medians[k].cpu
         if cpu is not None and cpu.others is not None and cpu.others > NOISE_CORES:
             warnings.append(
@@ -577,6 +644,10 @@ def report(
             "warmup_s": args.warmup,
             "links": args.links,
             "load_engine": args.load_engine,
+            "load_rate": args.load_rate,
+            "event_loop": args.event_loop,
+            "load_event_loop": args.load_event_loop,
+            "baseline_src": args.baseline_src,
             "in_flight": args.in_flight,
             "repeat": args.repeat,
         },
@@ -590,8 +661,9 @@ def report(
             "c_at_least_70pct_of_b": c_ok,
             "c_p99_below_10ms": p99_ok,
         },
-        "bottleneck": {k: bottleneck(medians[k]) for k in KINDS},
-        "cpu_others_cores": {k: _others(medians[k]) for k in KINDS},
+        "comparisons": comparisons(cost),
+        "bottleneck": {k: bottleneck(medians[k]) for k in measured},
+        "cpu_others_cores": {k: _others(medians[k]) for k in measured},
         "warnings": warnings,
     }
     if prof is not None:
@@ -616,7 +688,7 @@ def report(
     )
     out.append(f"load:  {shlex.join(load_cmd(args, 'PORT', 'CERTS'))}")
     out.append("")
-    out += [result_line(k, medians[k]) for k in KINDS]
+    out += [result_line(k, medians[k]) for k in measured]
     out.append(f"ratios: c/b {_fmt_ratio(c_over_b)}   b/a {_fmt_ratio(b_over_a)}")
     out.append(
         f"(c) >= 70 % of (b): {'yes' if c_ok else 'NO'}"
@@ -626,7 +698,7 @@ def report(
     )
     out.append("")
     out.append("CPU in the measured window (100 % = one core; µs = CPU µs per message answered):")
-    for k in KINDS:
+    for k in measured:
         r = medians[k]
         cpu = r.cpu
         out.append(
@@ -641,6 +713,11 @@ def report(
         f"c/b {_fmt_ratio(cap_c_over_b)}   b/a {_fmt_ratio(cap_b_over_a)}"
         + (f"   (hub at 100 % of a core ≈ {1e6 / cost['c']:.0f} msg/s)" if cost["c"] else "")
     )
+    for what, (before, after) in comparisons(cost).items():
+        out.append(
+            f"  {what}: {_us(before).strip()} -> {_us(after).strip()} µs per message"
+            + (f" ({before / after:.2f}x less CPU)" if before and after else "")
+        )
     for w in warnings:
         out.append(f"warning: {w}")
     if prof is not None:
@@ -677,6 +754,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=10, help="functions listed from the profile")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, certs)")
     p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the loop of (a), (b) and (c) (default auto: uvloop where installed)",
+    )
+    p.add_argument(
+        "--load-event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the load generator's loop (default auto)",
+    )
+    p.add_argument(
+        "--load-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="open loop: the load sends R requests/s (default: closed loop). On a busy "
+        "machine a fixed rate gives every server the same batches, so CPU per message "
+        "compares fairly",
+    )
+    p.add_argument(
+        "--baseline-src",
+        default=None,
+        metavar="DIR",
+        help="also run (b0) and (c0): DIR/bench/servers.py and the hub of DIR/src, e.g. "
+        "after `git archive main src bench | tar -x -C DIR`",
+    )
+    p.add_argument(
+        "--compare-loops",
+        action="store_true",
+        help="also run (bs) and (cs): (b) and (c) on the standard library's loop",
+    )
+    p.add_argument(
         "--load-engine",
         choices=["fast", "link"],
         default="fast",
@@ -706,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.write_text(hub.toml(), "utf-8")
             runs: list[Run] = []
             for i in range(args.repeat):
-                for kind in KINDS:
+                for kind in kinds(args):
                     note(f"[{i + 1}/{args.repeat}] ({kind}) {LABELS[kind]} ...")
                     run = measure(procs, args, kind, i, certs, config, workdir)
                     note(
@@ -719,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.profile:
                 note("(c) under py-spy record ...")
                 prof = profile_hub(procs, args, certs, config, workdir)
-            medians = {k: median_run([r for r in runs if r.kind == k]) for k in KINDS}
+            medians = {k: median_run([r for r in runs if r.kind == k]) for k in kinds(args)}
             report(args, shown, medians, runs, prof)
             return 1 if any(r.warnings for r in runs) else 0
         except (KeyboardInterrupt, RuntimeError) as exc:

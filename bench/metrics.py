@@ -211,18 +211,20 @@ def observer_cost(n: int = 10_000, repeat: int = 40) -> dict[str, float]:
     """The metrics path's own CPU per message, in process, free of the machine's noise.
 
     Replays an inquiry/payment mix through what the hub calls per message with metrics
-    off (the log observer, billers' health) and on (the same through the fan-outs,
-    plus Metrics; one journal commit per 4 messages), and returns µs per message.
+    off (each link fact through the bus to the log; billers' health) and on (the same,
+    with Metrics subscribed too; one journal commit per 4 messages), and returns µs per
+    message.
     """
     import io
     import timeit
 
     from billhub.iso8583.message import Message
     from billhub.iso8583.spec import load_spec
-    from billhub.link.observer import LinkInfo
+    from billhub.link.facts import Exchanged, LinkInfo
+    from billhub.observability.bus import LinkEventBus
     from billhub.observability.health import BillerHealth
     from billhub.observability.logs import LogObserver, configure
-    from billhub.observability.metrics import FanoutObserver, FanoutPipelineObserver, Metrics
+    from billhub.observability.metrics import FanoutPipelineObserver, Metrics
     from billhub.transport.tls import REFUSAL_REASONS
 
     class _Null(io.TextIOBase):
@@ -240,19 +242,20 @@ def observer_cost(n: int = 10_000, repeat: int = 40) -> dict[str, float]:
     mx = Metrics(
         billers=[BATCH], batch_billers=[BATCH], rules=rules, refusal_reasons=REFUSAL_REASONS
     )
-    link_on, pipe_on = FanoutObserver(log, mx), FanoutPipelineObserver(health, mx)
+    link_off = LinkEventBus(log)
+    link_on, pipe_on = LinkEventBus(log, mx.link_event), FanoutPipelineObserver(health, mx)
 
     def off() -> None:
         for i in range(4):
             req = payment if i % 2 else inquiry
             health.biller_call(BATCH, "post_payment" if i % 2 else "open_bills", 0.0004, "ok")
-            log.exchanged(info, req, answers[i % 2], 0.012, "handled")
+            link_off(Exchanged(info, req, answers[i % 2], 0.012, "handled"))
 
     def on() -> None:
         for i in range(4):
             req = payment if i % 2 else inquiry
             pipe_on.biller_call(BATCH, "post_payment" if i % 2 else "open_bills", 0.0004, "ok")
-            link_on.exchanged(info, req, answers[i % 2], 0.012, "handled")
+            link_on(Exchanged(info, req, answers[i % 2], 0.012, "handled"))
         mx.journal_commit(4, 0.001)
 
     loops = max(1, n // 4)

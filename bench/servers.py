@@ -19,8 +19,9 @@ the handshake and before any byte is read, :class:`billhub.transport.tls.AllowLi
     (:meth:`Codec.frame`). The codec limit.
 
 Like the hub's link, each ``data_received`` chunk is answered with one write.
-Once listening it prints ``LISTENING <port>`` (flushed) on stdout; it runs until
-SIGTERM or SIGINT.
+Once listening it prints ``LISTENING <port>`` (flushed) on stdout, and the event loop
+on stderr (``--event-loop``: ``auto``, uvloop where installed, as ``billhub serve``); it
+runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from billhub.errors import DecodeError, FramingError, LocalProtocolError, TlsRefused
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.framing import Framer
 from billhub.iso8583.spec import load_spec
 from billhub.link.responses import make_response
+from billhub.transport.eventloop import EVENT_LOOPS, loop_name
+from billhub.transport.eventloop import run as run_on_loop
 from billhub.transport.tls import AllowList, server_context
 
 Answer = Callable[[bytes], bytes | None]
@@ -80,7 +84,7 @@ class BareLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
         obj = transport.get_extra_info("ssl_object")
         der = obj.getpeercert(binary_form=True) if obj is not None else None
         try:
@@ -134,6 +138,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"LISTENING {port}", flush=True)
+    print(f"event loop: {loop_name()}", file=sys.stderr, flush=True)
     await stop.wait()
     server.close()
 
@@ -145,7 +150,9 @@ def main() -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--spec", default=None, help="link spec file (default: bundled v1)")
-    asyncio.run(serve(p.parse_args()))
+    p.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto", help="as billhub serve's")
+    args = p.parse_args()
+    run_on_loop(serve(args), args.event_loop, key="--event-loop")
     return 0
 
 

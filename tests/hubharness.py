@@ -2,8 +2,8 @@
 
 ``start_hub`` builds the hub exactly as ``billhub serve`` does (``build_hub`` from a
 parsed configuration); only the financial handler may be swapped, because the
-pipeline is not what these tests exercise. ``Recorder`` is a LinkObserver that
-keeps what the hub reported (the same calls the log observer turns into lines).
+pipeline is not what these tests exercise. ``Recorder`` subscribes to
+the link facts and keeps what the hub reported (the facts the log turns into lines).
 """
 
 from __future__ import annotations
@@ -19,8 +19,18 @@ from typing import Any
 from billhub.app.hub import Hub, build_hub
 from billhub.config import parse_config
 from billhub.errors import DecodeError
-from billhub.iso8583.message import Message
-from billhub.link.observer import LinkInfo
+from billhub.link.facts import (
+    ConnectionRefusal,
+    EchoRoundTrip,
+    Exchanged,
+    FormatErrorSeen,
+    LinkClosed,
+    LinkEvent,
+    LinkInfo,
+    LinkOpened,
+    LinkStateChanged,
+    TlsRefusal,
+)
 from billhub.pipeline.ports import RequestHandler
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.tls import client_context
@@ -38,49 +48,33 @@ class Recorder:
     states: list[tuple[str, str]] = field(default_factory=list)
     events: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
-    def link_opened(self, link: LinkInfo) -> None:
-        self.opened.append(link)
-
-    def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
-        self.closed.append((reason, detail))
-        self.events.put_nowait(f"closed:{reason}")
-
-    def link_state(self, link: LinkInfo, old: str, new: str) -> None:
-        self.states.append((old, new))
-
-    def tls_refused(self, peer: str, reason: str, detail: str) -> None:
-        self.refused.append((reason, detail))
-        self.events.put_nowait(f"refused:{reason}")
-
-    def connection_refused(self, peer: str, reason: str) -> None:
-        self.conn_refused.append(reason)
-
-    def exchanged(
-        self,
-        link: LinkInfo,
-        request: Message | None,
-        response: Message,
-        latency: float,
-        reason: str,
-    ) -> None:
-        self.exchanges.append(
-            (request.mti if request else None, response.mti, response.fields.get(39), reason)
-        )
-
-    def format_error(self, link: LinkInfo, error: DecodeError, answered: bool) -> None:
-        self.format_errors.append((error, answered))
-
-    def unmatched(self, link: LinkInfo, response: Message) -> None:
-        pass
-
-    def echo_rtt(self, link: LinkInfo, rtt: float) -> None:
-        self.echo_rtts.append(rtt)
-
-    def in_flight(self, link: LinkInfo, count: int) -> None:
-        pass
-
-    def handler_failed(self, link: LinkInfo, request: Message, error: BaseException) -> None:
-        pass
+    def __call__(self, event: LinkEvent) -> None:
+        match event:
+            case LinkOpened(link):
+                self.opened.append(link)
+            case LinkClosed(_, reason, detail):
+                self.closed.append((reason, detail))
+                self.events.put_nowait(f"closed:{reason}")
+            case LinkStateChanged(_, old, new):
+                self.states.append((old, new))
+            case TlsRefusal(_, reason, detail):
+                self.refused.append((reason, detail))
+                self.events.put_nowait(f"refused:{reason}")
+            case ConnectionRefusal(_, reason):
+                self.conn_refused.append(reason)
+            case Exchanged(_, request, response, _, reason):
+                self.exchanges.append(
+                    (
+                        request.mti if request else None,
+                        response.mti,
+                        response.fields.get(39),
+                        reason,
+                    )
+                )
+            case FormatErrorSeen(_, error, answered):
+                self.format_errors.append((error, answered))
+            case EchoRoundTrip(_, rtt):
+                self.echo_rtts.append(rtt)
 
     async def wait_for(self, event: str, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
@@ -171,7 +165,7 @@ class RunningHub:
 async def start_hub(pki: Any, handler: RequestHandler | None = None, **link: Any) -> RunningHub:
     config = parse_config(hub_config_text(pki, **link), base_dir=Path("."), env={})
     recorder = Recorder()
-    hub = build_hub(config, observer=recorder)
+    hub = build_hub(config, subscribers=[recorder])
     if handler is not None:  # the link tests' own financial handler, in the pipeline's place
         hub.server.handler.financial = handler  # type: ignore[attr-defined]
     port = await hub.start()

@@ -175,8 +175,8 @@ class MemoryJournal:
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
         stored = self._read().payments.get(record.payment_id)
-        if stored is None:
-            raise JournalError(f"no payment {record.payment_id}")
+        if stored is None or stored.state is not PaymentState.POSTING:
+            raise JournalError(f"payment {record.payment_id} is not being posted")
         store = self._write()
         self._set_answer(stored, record)
         if task is not None:

@@ -86,7 +86,7 @@ async def pair(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[Instance, Ins
 
 async def pay(i: Instance, rrn: str, amount: int, bill_id: str | None = None) -> Any:
     msg = m.payment(BILLER, ACCOUNT, rrn, amount, MMDD, bill_id=bill_id)
-    return await i.pipeline.handle(sent(msg, rrn[-6:]), None)  # type: ignore[arg-type]
+    return await i.pipeline.handle(sent(msg, rrn[-6:]))
 
 
 async def due(i: Instance) -> list[str]:
@@ -135,9 +135,9 @@ async def test_a_reversal_on_one_instance_reopens_the_bill_on_both(
     await b.biller.follow()
     original = sent(m.payment(BILLER, ACCOUNT, "000000000001", OLD.amount, MMDD,
                               bill_id=OLD.bill_id), "000001")  # fmt: skip
-    assert (await a.pipeline.handle(original, None)).fields[39] == "00"  # type: ignore[arg-type]
+    assert (await a.pipeline.handle(original)).fields[39] == "00"
     reversal = sent(m.reversal(original), "000002")
-    assert (await b.pipeline.handle(reversal, None)).fields[39] == "00"  # type: ignore[arg-type]
+    assert (await b.pipeline.handle(reversal)).fields[39] == "00"
     await a.biller.follow()
     assert await due(a) == await due(b) == [OLD.bill_id, NEW.bill_id]
     again = await pay(a, "000000000003", OLD.amount, OLD.bill_id)

@@ -27,7 +27,6 @@ from billhub.config import parse_config
 from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.observability.logs import LogObserver
-from billhub.observability.metrics import FanoutObserver
 from billhub.simulator import messages as m
 from billhub.simulator.switch import SwitchLink
 
@@ -63,7 +62,7 @@ async def start(pki: Any, **link: Any) -> tuple[RunningHub, Lines]:
     lines = Lines(observer=log_observer)
     log_observer.log = lines
     log_observer.refusals.log = lines
-    hub = build_hub(config, observer=FanoutObserver(recorder, log_observer))
+    hub = build_hub(config, subscribers=[recorder, log_observer])
     port = await hub.start()
     return RunningHub(hub, port, recorder, pki), lines
 

@@ -19,7 +19,6 @@ from billhub.errors import LinkClosed
 from billhub.iso8583.codec import Codec
 from billhub.iso8583.framing import Framer, frame
 from billhub.iso8583.message import Message
-from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.simulator import messages as m
 
@@ -32,7 +31,7 @@ class EchoRrnHandler:
         self.max_delay = max_delay
         self.seen = 0
 
-    async def handle(self, request: Message, link: LinkInfo) -> Message:
+    async def handle(self, request: Message) -> Message:
         self.seen += 1
         await asyncio.sleep(random.uniform(0, self.max_delay))
         return make_response(self.rules, request, "00")
@@ -298,7 +297,7 @@ async def test_in_flight_bound_stops_reading_instead_of_buffering(pki) -> None: 
     gate = asyncio.Event()
 
     class Gate:
-        async def handle(self, request: Message, link: LinkInfo) -> Message:
+        async def handle(self, request: Message) -> Message:
             await gate.wait()
             return make_response(running.hub.codec.spec.rules, request, "00")
 
@@ -340,7 +339,7 @@ async def test_graceful_shutdown_finishes_in_flight_and_refuses_new_work(pki) ->
     slow = asyncio.Event()
 
     class Slow:
-        async def handle(self, request: Message, link: LinkInfo) -> Message:
+        async def handle(self, request: Message) -> Message:
             slow.set()
             await asyncio.sleep(0.5)
             return make_response(running.hub.codec.spec.rules, request, "00")

@@ -25,14 +25,22 @@ from billhub.config import parse_config
 from billhub.errors import BillhubError, DecodeError
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import load_spec
-from billhub.link.observer import LinkInfo
-from billhub.observability.health import BillerHealth
-from billhub.observability.metrics import (
-    METRICS,
-    FanoutObserver,
-    FanoutPipelineObserver,
-    Metrics,
+from billhub.link.facts import (
+    ConnectionRefusal,
+    EchoRoundTrip,
+    Exchanged,
+    FormatErrorSeen,
+    HandlerFailed,
+    LinkClosed,
+    LinkEvent,
+    LinkInfo,
+    LinkOpened,
+    TlsRefusal,
+    Unmatched,
 )
+from billhub.observability.bus import LinkEventBus
+from billhub.observability.health import BillerHealth
+from billhub.observability.metrics import METRICS, FanoutPipelineObserver, Metrics
 from billhub.observability.watch import BillerInfo, HubWatch
 from billhub.simulator import messages as m
 from billhub.simulator.rest_biller import Faults
@@ -319,9 +327,11 @@ def test_label_values_are_bounded_to_what_the_hub_knows() -> None:
     mx = _metrics()
     for i in range(50):  # fifty stray biller codes and processing codes: still one series each
         req = _request("0200", de3=f"{990000 + i}", de100=f"{900000 + i}")
-        mx.exchanged(INFO, req, _request("0210", de39="12"), 0.001, "handled")
-    mx.exchanged(INFO, _request("0299"), _request("0299", de39="12"), 0.0, "undefined_mti")
-    mx.exchanged(INFO, None, _request("0210", de39="30"), 0.0, "format_error")
+        mx.link_event(Exchanged(INFO, req, _request("0210", de39="12"), 0.001, "handled"))
+    mx.link_event(
+        Exchanged(INFO, _request("0299"), _request("0299", de39="12"), 0.0, "undefined_mti")
+    )
+    mx.link_event(Exchanged(INFO, None, _request("0210", de39="30"), 0.0, "format_error"))
     s = parse(mx.render().decode())
     received = [lab for n, lab, _ in s if n == "billhub_messages_received_total"]
     assert received == [
@@ -338,15 +348,15 @@ def test_label_values_are_bounded_to_what_the_hub_knows() -> None:
 
 def test_link_events_are_counted() -> None:
     mx = _metrics()
-    mx.link_opened(INFO)
-    mx.link_closed(INFO, "framing_error", "bad length")
-    mx.link_closed(INFO, "dead_peer", "3 echo tests unanswered")
-    mx.tls_refused("1.2.3.4:5", "subject_not_allowed", "CN=intruder")
-    mx.connection_refused("1.2.3.4:5", "too_many_links")
-    mx.format_error(INFO, DecodeError("DE 4", 20, "n 12"), True)
-    mx.unmatched(INFO, _request("0210"))
-    mx.echo_rtt(INFO, 0.004)
-    mx.handler_failed(INFO, _request("0200"), RuntimeError())
+    mx.link_event(LinkOpened(INFO))
+    mx.link_event(LinkClosed(INFO, "framing_error", "bad length"))
+    mx.link_event(LinkClosed(INFO, "dead_peer", "3 echo tests unanswered"))
+    mx.link_event(TlsRefusal("1.2.3.4:5", "subject_not_allowed", "CN=intruder"))
+    mx.link_event(ConnectionRefusal("1.2.3.4:5", "too_many_links"))
+    mx.link_event(FormatErrorSeen(INFO, DecodeError("DE 4", 20, "n 12"), True))
+    mx.link_event(Unmatched(INFO, _request("0210")))
+    mx.link_event(EchoRoundTrip(INFO, 0.004))
+    mx.link_event(HandlerFailed(INFO, _request("0200"), RuntimeError()))
     mx.biller_call("100001", "post_payment", 0.2, "ok")
     mx.biller_call("100001", "payment_status", 0.0, "timeout")  # the resolver's failed try
     mx.journal_commit(3, 0.002)
@@ -384,15 +394,20 @@ def test_fanouts_pass_every_report_on() -> None:
     seen: list[str] = []
 
     class Spy:
+        def __call__(self, event: LinkEvent) -> None:
+            seen.append(type(event).__name__)
+
         def __getattr__(self, name: str) -> Any:
             return lambda *a: seen.append(name)
 
-    fan = FanoutObserver(Spy(), Spy())  # type: ignore[arg-type]
-    fan.link_opened(INFO)
-    fan.exchanged(INFO, None, _request("0810"), 0.0, "echo")
-    fan.in_flight(INFO, 3)
+    bus = LinkEventBus(Spy(), Spy())
+    bus(LinkOpened(INFO))
+    bus(Exchanged(INFO, None, _request("0810"), 0.0, "echo"))
+    bus(EchoRoundTrip(INFO, 0.003))
     FanoutPipelineObserver(Spy(), Spy()).biller_call("1", "open_bills", 0.1, "ok")  # type: ignore[arg-type]
-    assert seen == ["link_opened"] * 2 + ["exchanged"] * 2 + ["in_flight"] * 2 + ["biller_call"] * 2
+    assert (
+        seen == ["LinkOpened"] * 2 + ["Exchanged"] * 2 + ["EchoRoundTrip"] * 2 + ["biller_call"] * 2
+    )
 
 
 def test_biller_health_states() -> None:

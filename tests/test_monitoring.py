@@ -36,7 +36,7 @@ from tests.txharness import REST, World, find, start_world
 
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import load_spec
-from billhub.link.observer import LinkInfo
+from billhub.link.facts import EchoRoundTrip, Exchanged, LinkClosed, LinkInfo
 from billhub.observability.metrics import (
     BILLER_OPERATIONS,
     BILLER_OUTCOMES,
@@ -101,10 +101,10 @@ def exported() -> dict[str, set[str]]:
     mx.watch_links(lambda: [_Link()])
     mx.watch_billers(lambda: {"100001": True})
     req = Message("0200", {3: "310000", 100: "100001"})
-    mx.exchanged(_Link.info, req, Message("0210", {39: "00"}), 0.01, "handled")
-    mx.link_closed(_Link.info, "dead_peer", "")
+    mx.link_event(Exchanged(_Link.info, req, Message("0210", {39: "00"}), 0.01, "handled"))
+    mx.link_event(LinkClosed(_Link.info, "dead_peer", ""))
     mx.biller_call("100001", "open_bills", 0.01, "ok")
-    mx.echo_rtt(_Link.info, 0.001)
+    mx.link_event(EchoRoundTrip(_Link.info, 0.001))
     mx.journal_commit(1, 0.001)
     mx.bills_file("100001", "loaded", 3)
     mx.reconciliation_finding("100001")

@@ -108,7 +108,7 @@ def pay(rrn: str = "1", amount: int = 205_000, account: str = ACCOUNT) -> Any:
 
 
 async def handle(w: World, msg: Any) -> Any:
-    return await w.pipeline.handle(msg, None)  # type: ignore[arg-type]
+    return await w.pipeline.handle(msg)
 
 
 def de48(answer: Any) -> dict[str, str]:

@@ -68,10 +68,10 @@ async def test_late_original_after_unknown_reversal_is_declined_25(stores: Journ
     biller = MemoryBiller(BILLER, [memory_account("0100234567", 125_000)])
     p = pipeline(stores, biller)
     original = sent(m.payment(BILLER, "0100234567", "4", 125_000, T0.strftime("%m%d")))
-    rev = await p.handle(sent(m.reversal(original), "000002"), None)  # type: ignore[arg-type]
+    rev = await p.handle(sent(m.reversal(original), "000002"))
     assert rev.fields[39] == "25", "original never seen: 25"
 
-    answer = await p.handle(original, None)  # type: ignore[arg-type]
+    answer = await p.handle(original)
     assert answer.fields[39] == "25"
     assert biller.posts == 0, "nothing reaches the biller"
     m_key = payment_key(original)
@@ -81,7 +81,7 @@ async def test_late_original_after_unknown_reversal_is_declined_25(stores: Journ
     assert on_disk.response_code == "25"
     assert on_disk.answered_at is not None
     # Its repeat is answered from the journal: declined 25 again, nothing new.
-    again = await p.handle(m.repeat(original), None)  # type: ignore[arg-type]
+    again = await p.handle(m.repeat(original))
     assert again.fields[39] == "25"
     assert len(await stores.reader.payments()) == 1
     assert await stores.journal.held_payments(BILLER) == []

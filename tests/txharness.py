@@ -175,7 +175,7 @@ batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
     # The same configuration as a file, for the command-line tools run against this hub.
     (tmp_path / "billhub.toml").write_text(text, "utf-8")
     recorder = Recorder()
-    hub = build_hub(config, observer=recorder)
+    hub = build_hub(config, subscribers=[recorder])
     port = await hub.start()
     return World(hub, port, rest, rest_accounts, batch_accounts, inbox, outbox, recorder, pki)
 

@@ -21,11 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from billhub import __version__
-from billhub.app.clearing import import_settlement_file, write_report
-from billhub.app.demo import fill_biller_database, run_demo
-from billhub.app.hub import serve
 from billhub.app.ops import add_ops_parsers
-from billhub.app.web import run_web, users_add, users_disable, users_list
 from billhub.config import load_config
 from billhub.errors import BillhubError, ConfigError
 from billhub.iso8583.spec import load_spec
@@ -33,10 +29,10 @@ from billhub.iso8583.table import field_table
 from billhub.money import Amount
 from billhub.observability.logs import configure
 from billhub.settlement.calendar import parse_day
-from billhub.settlement.importfile import SettlementFileError
 from billhub.simulator.cli import add_switch_parser, run_switch
-from billhub.simulator.demo_data import generate_accounts
 from billhub.transport.certs import init_dev_certs
+from billhub.transport.eventloop import EVENT_LOOPS
+from billhub.transport.eventloop import run as run_on_loop
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -56,9 +52,13 @@ first steps (README.md, "Running a hub"):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from billhub.app.hub import serve
+
     config = load_config(Path(args.config))
+    choice = args.event_loop or config.server.event_loop
+    key = "--event-loop" if args.event_loop else "server.event_loop"
     configure(config.log.format, config.log.level)
-    asyncio.run(serve(config))
+    run_on_loop(serve(config), choice, key=key)
     return 0
 
 
@@ -86,7 +86,6 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_spec_table(args: argparse.Namespace) -> int:
-
     sys.stdout.write(field_table(load_spec(args.spec)))
     return 0
 
@@ -115,6 +114,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from billhub.app.clearing import write_report
+
     try:
         day = parse_day(args.date)
     except ValueError as exc:
@@ -131,6 +132,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_settle_import(args: argparse.Namespace) -> int:
+    from billhub.app.clearing import import_settlement_file
+    from billhub.settlement.importfile import SettlementFileError
+
     path = Path(args.file)
     if path.is_dir():
         raise ConfigError("settlement file", f"{path} is a folder, not a file")
@@ -159,6 +163,8 @@ def _cmd_settle_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
+    from billhub.app.web import run_web
+
     config = load_config(Path(args.config))
     configure(config.log.format, config.log.level)
     asyncio.run(run_web(config))
@@ -166,6 +172,8 @@ def _cmd_web(args: argparse.Namespace) -> int:
 
 
 def _cmd_web_users(args: argparse.Namespace) -> int:
+    from billhub.app.web import users_add, users_disable, users_list
+
     config = load_config(Path(args.config))
     if args.users_command == "add":
         password = asyncio.run(users_add(config, args.username, args.role, args.company))
@@ -186,6 +194,8 @@ def _cmd_switch(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from billhub.app.demo import run_demo
+
     workdir = Path(args.dir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError("demo --dir", f"{workdir} is a file, not a folder")
@@ -208,6 +218,9 @@ def _command(
 
 
 def _cmd_biller_db(args: argparse.Namespace) -> int:
+    from billhub.app.demo import fill_biller_database
+    from billhub.simulator.demo_data import generate_accounts
+
     if not args.dsn:
         raise ConfigError("--dsn", "give a DSN or set BILLHUB_BILLER_DSN")
     today = date.fromisoformat(args.today) if args.today else datetime.now(UTC).date()
@@ -240,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         examples=["billhub serve --config billhub.toml"],
     )
     s.add_argument("--config", required=True, help="the hub's TOML configuration file")
+    s.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="auto (uvloop if installed), uvloop or asyncio; overrides [server] event_loop",
+    )
     s.set_defaults(func=_cmd_serve)
 
     c = sub.add_parser(

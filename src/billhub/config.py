@@ -50,6 +50,7 @@ __all__ = [
     "LinkConfig",
     "LogConfig",
     "RestSettings",
+    "ServerConfig",
     "TlsConfig",
     "load_config",
     "parse_config",
@@ -78,6 +79,7 @@ BillerKind = Literal["rest", "batch", "database"]
 TlsVersion = Literal["1.2", "1.3"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,18 @@ class LinkConfig:
     #: kernel spreading new links across them (one process is one core). Only with a
     #: journal they can share (PostgreSQL): a SQLite file has one writer.
     reuse_port: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The process itself: which event loop it runs on.
+
+    ``auto`` is uvloop where it can be imported, else the standard library's loop;
+    ``uvloop`` insists (the hub refuses to start without it); ``asyncio`` forces the
+    standard loop. The ``hub_listening`` log line says which one runs.
+    """
+
+    event_loop: EventLoop = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +266,7 @@ class Config:
     billers: tuple[BillerConfig, ...] = ()
     web: WebConfig = field(default_factory=WebConfig)
     requests: RequestsConfig = field(default_factory=RequestsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def biller(self, code: str) -> BillerConfig | None:
         """The biller whose DE 100 code is ``code``, or ``None`` (response code 92)."""
@@ -511,6 +526,14 @@ def _cidrs(t: _Table, name: str) -> tuple[str, ...] | None:
     return tuple(out)
 
 
+def _server(t: _Table) -> ServerConfig:
+    cfg = ServerConfig(
+        event_loop=cast(EventLoop, t.choice("event_loop", ("auto", "uvloop", "asyncio"), "auto"))
+    )
+    t.done()
+    return cfg
+
+
 def _tls(t: _Table) -> TlsConfig:
     if not t.raw:
         raise ConfigError("tls", "section is required (cert_file, key_file, ...)")
@@ -717,7 +740,7 @@ def _database(t: _Table) -> DatabaseSettings:
 
 
 _SECTIONS = frozenset(
-    {"link", "tls", "admin", "log", "journal", "resolver", "billers", "web", "requests"}
+    {"link", "tls", "admin", "log", "journal", "resolver", "billers", "web", "requests", "server"}
 )
 _KINDS: tuple[BillerKind, ...] = ("rest", "batch", "database")
 _CODE = re.compile(r"[0-9]{1,11}")
@@ -819,6 +842,7 @@ def parse_config(
     root.seen.add("billers")
     web = _web(root.table("web"))
     requests = _requests(root.table("requests"), {b.code: b.kind for b in billers})
+    server = _server(root.table("server"))
     root.done()
     return Config(
         link=link,
@@ -830,6 +854,7 @@ def parse_config(
         billers=billers,
         web=web,
         requests=requests,
+        server=server,
     )
 
 

@@ -183,6 +183,22 @@ async def test_finish_unknown_payment_raises_and_adds_no_task(journal: Any) -> N
     assert await journal.payments() == []
 
 
+async def test_finish_writes_nothing_over_a_payment_no_longer_posting(journal: Any) -> None:
+    """A payment recovery took over as uncertain keeps that state and its one task."""
+    posting, _ = await journal.insert_payment(payment("000000000013"))
+    unsure = replace(posting, state=PaymentState.UNCERTAIN, response_code="91", answered_at=T0)
+    assert await journal.write_outcomes([(unsure, task_for(posting.payment_id))], if_posting=True)
+
+    late = approve(replace(posting))
+    with pytest.raises(JournalError):
+        await journal.finish_payment(late, task=task_for(posting.payment_id))
+
+    stored = await journal.get_payment(posting.key)
+    assert stored is not None and stored.state is PaymentState.UNCERTAIN
+    assert stored.response_code == "91" and stored.approval_code is None
+    assert [t.payment_id for t in await journal.open_tasks()] == [posting.payment_id]
+
+
 # -- insert_reversal (6.4) ------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
-from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.pipeline.ports import RequestHandler
 from billhub.settlement.dayclose import DayCloser
@@ -34,11 +33,11 @@ class HubDispatcher:
         self.closer = closer
         self.reconciler = reconciler
 
-    async def handle(self, request: Message, link: LinkInfo) -> Message:
+    async def handle(self, request: Message) -> Message:
         cls = rc.mti_class(request.mti)
         if cls == rc.NETWORK:  # the link hands over only cutovers
             code = await self.closer.cutover(request.fields[15])
             return make_response(self.rules, request, code)
         if cls == rc.RECONCILIATION:
             return await self.reconciler.handle(request)
-        return await self.financial.handle(request, link)
+        return await self.financial.handle(request)

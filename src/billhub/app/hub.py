@@ -13,6 +13,7 @@ import gc
 import ipaddress
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from billhub.iso8583.codec import Codec
 from billhub.iso8583.spec import load_spec
 from billhub.journal.factory import JournalSet, build_journal, describe
 from billhub.link.core import Timers
-from billhub.link.observer import LinkObserver
+from billhub.link.facts import LinkSubscriber
 from billhub.observability.admin import AdminServer
 from billhub.observability.logs import LogObserver, get_logger
 from billhub.observability.logs import flush as flush_logs
@@ -43,6 +44,7 @@ from billhub.pipeline.unrecorded import UnrecordedOutcomes
 from billhub.settlement.calendar import BusinessDay
 from billhub.settlement.dayclose import DayCloser
 from billhub.settlement.reconcile import Reconciler
+from billhub.transport.eventloop import loop_name
 from billhub.transport.server import HubServer, ServerLimits
 from billhub.transport.tls import REFUSAL_REASONS, AllowList, server_context
 
@@ -163,7 +165,7 @@ class Hub:
 
     async def stop(self, grace: float) -> None:
         await self.server.shutdown(grace)
-        if isinstance(self.obs.log_observer, LogObserver):
+        if self.obs.log_observer is not None:
             self.obs.log_observer.refusals.flush()  # the last interval's summary lines
         for t in self._tasks:
             t.cancel()
@@ -212,8 +214,12 @@ def _log_day_file(f: DayFile) -> None:
     )
 
 
-def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
-    """Everything ``billhub serve`` runs, from a validated configuration."""
+def build_hub(config: Config, *, subscribers: Sequence[LinkSubscriber] | None = None) -> Hub:
+    """Everything ``billhub serve`` runs, from a validated configuration.
+
+    ``subscribers`` hear the link facts in the log's place (tests: a recorder, with or
+    without a log); the metrics, when on, always hear them too.
+    """
     spec = load_spec(config.link.spec_file)
     codec = Codec(spec)
     day = BusinessDay(utc_today)
@@ -226,7 +232,7 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
 
     state_dir = config.journal.path.parent if config.journal.path is not None else Path.cwd()
     obs = build_observability(
-        observer or LogObserver(),
+        (LogObserver(),) if subscribers is None else subscribers,
         billers=[BillerInfo(b.code, b.name, b.kind) for b in config.billers],
         file_billers=[b.code for b in config.billers if b.kind in FILE_KINDS],
         rules=spec.rules,
@@ -310,7 +316,7 @@ def build_hub(config: Config, *, observer: LinkObserver | None = None) -> Hub:
             min_version=config.tls.min_version,
         ),
         AllowList(config.tls.allowed_subjects),
-        obs.link_observer,
+        obs.link_events,
         timers=Timers(
             read_timeout=lc.read_timeout_s,
             idle_interval=lc.idle_interval_s,
@@ -346,6 +352,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         admin_port=hub.admin_port,
         spec=hub.codec.spec.name,
         billers=sorted(hub.billers),
+        event_loop=loop_name(),
     )
     flush_logs()  # operators and scripts wait for this line
     loop = asyncio.get_running_loop()

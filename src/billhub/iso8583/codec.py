@@ -1,9 +1,20 @@
-"""Bytes to and from :class:`Message`, driven by a :class:`LinkSpec`.
+"""Bytes to and from :class:`Message`, compiled once from a :class:`LinkSpec`.
 
-pyiso8583 does the layout (bitmaps, length prefixes); this module adds what it
-leaves out and the contract needs: only fields the spec defines, digits in
-``n`` fields, patterns, mandatory fields, and errors that name the field and
-offset but never carry the bytes (they may hold an account number).
+Every frame of every link goes through here, so the spec is turned, at start-up,
+into a step per field (its number, prefix digits, length, how its text is read,
+its check) and each bitmap seen into a plan: the steps of the fields it names, in
+wire order. Decoding a frame is then one walk over a plan; encoding a message,
+one walk over the plan of its field set. Nothing about the spec is looked up per
+message.
+
+Only the happy path is compiled. A frame that is not a well-formed message of the
+spec, or a message that cannot be sent as it is (a field to pad, a value to
+refuse), is handed to :class:`~billhub.iso8583.reference.ReferenceCodec`, the
+pyiso8583-based codec that the contract was written against: its errors, which
+name the field and the offset but never carry the bytes, are the errors callers
+get, and property tests (``tests/test_codec_compiled.py``) hold the compiled path
+to its bytes and its messages. The fast path never accepts what the reference
+refuses, and everything it accepts decodes or encodes to the reference's result.
 
 Contract: :meth:`Codec.decode` raises only :class:`~billhub.errors.DecodeError`;
 :meth:`Codec.encode` raises only :class:`~billhub.errors.LocalProtocolError`.
@@ -11,16 +22,253 @@ Contract: :meth:`Codec.decode` raises only :class:`~billhub.errors.DecodeError`;
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-import iso8583
-
-from billhub.errors import DecodeError, LocalProtocolError
+from billhub.errors import LocalProtocolError
 from billhub.iso8583.message import Message
-from billhub.iso8583.spec import FieldSpec, LinkSpec
+from billhub.iso8583.reference import ReferenceCodec
+from billhub.iso8583.spec import FieldSpec, LinkSpec, MandatoryRule
 
-_PRIMARY_BITMAP_END = 12  # 4-byte MTI + 8-byte primary bitmap
-_ECHO_KEYS = (7, 11, 32)
+#: Plans kept per codec (bitmaps seen, field sets sent). A switch uses a few dozen;
+#: the bound only stops a peer sending random bitmaps from growing the cache.
+_MAX_PLANS = 1024
+
+# How a field's text is read and written (the kind in a step).
+_ASCII = 0  # ASCII text: characters are bytes
+_UTF8 = 1  # UTF-8 text of variable length: the prefix counts bytes
+_UTF8_FIXED = 2  # UTF-8 text of fixed length: bytes and characters must both fit
+
+Check = Callable[[str], object]
+# (number, prefix digits, length or maximum, kind, check)
+Step = tuple[int, int, int, int, Check]
+# (first byte after the bitmaps, steps in wire order)
+DecodePlan = tuple[int, tuple[Step, ...]]
+# (bitmap bytes, steps in wire order with the prefix of every length)
+EncodePlan = tuple[bytes, tuple[tuple[int, int, int, int, Check, tuple[str, ...]], ...]]
+
+
+def _kind(f: FieldSpec) -> int | None:
+    """The step kind of a data field, or None for one the reference must always handle.
+
+    Binary data fields (``b`` beyond the bitmaps) are refused by the reference in ways
+    the compiled path does not copy, and pyiso8583 reads bit 65 as a third bitmap.
+    """
+    if f.format == "b" or f.key == "65":
+        return None
+    if f.encoding == "ascii":
+        return _ASCII
+    return _UTF8_FIXED if f.fixed else _UTF8
+
+
+def _fast_check(f: FieldSpec, kind: int) -> Check:
+    """The field's check for a value already known to be ASCII where the field is.
+
+    ``n`` without a pattern is then just ``str.isdigit`` (C, no Python frame); an
+    empty value fails it and goes to the reference, which accepts it.
+    """
+    if f.format == "n" and f.pattern is None and kind == _ASCII:
+        return str.isdigit
+    return f.check
+
+
+class Codec:
+    """Encoder and decoder for one link layout; shared by all links.
+
+    Its only state is the plan caches, filled as bitmaps and field sets are first
+    seen; two links sharing a codec at most build one plan twice.
+    """
+
+    def __init__(self, spec: LinkSpec) -> None:
+        self.spec = spec
+        self._ref = ReferenceCodec(spec)
+        self._steps: dict[int, Step] = {}
+        self._prefixes: dict[int, tuple[str, ...]] = {}
+        self._reference_only: set[int] = set()
+        for f in spec.data_fields():
+            n = int(f.key)
+            kind = _kind(f)
+            if kind is None:
+                self._reference_only.add(n)
+                continue
+            self._steps[n] = (n, f.prefix, f.length, kind, _fast_check(f, kind))
+            if f.prefix:
+                self._prefixes[n] = tuple(f"{i:0{f.prefix}d}" for i in range(f.length + 1))
+        self._fields: dict[int, FieldSpec] = {
+            int(f.key): f for f in spec.data_fields() if int(f.key) in self._steps
+        }
+        numbers = [int(k) for k in spec.fields if k.isdigit()]
+        self._allowed_primary = _bit_mask(numbers, 0)
+        self._allowed_secondary = _bit_mask([n for n in numbers if n > 64], 64)
+        self._decode_plans: dict[bytes, DecodePlan] = {}
+        self._encode_plans: dict[tuple[int, ...], EncodePlan] = {}
+        self._mandatory: dict[str, tuple[MandatoryRule, ...]] = {}
+        self._header = spec.length_header
+        self._max = spec.max_message_length
+
+    # -- decoding ----------------------------------------------------------------
+
+    def decode(self, data: bytes) -> Message:
+        """Decode one frame's message; raise :class:`DecodeError` if it breaks the spec."""
+        mti_raw = data[:4]
+        if len(mti_raw) != 4 or not mti_raw.isdigit() or len(data) < 12:
+            return self._ref.decode(data)
+        key = data[4:20] if data[4] & 0x80 else data[4:12]
+        plan = self._decode_plans.get(key) or self._decode_plan(key)
+        if plan is None:
+            return self._ref.decode(data)
+        pos, steps = plan
+        text = data.decode("latin-1")  # one character per byte: offsets stay byte offsets
+        ascii_all = text.isascii()
+        size_all = len(text)
+        fields: dict[int, str] = {}
+        for n, prefix, size, kind, check in steps:
+            if prefix:
+                start = pos + prefix
+                raw = text[pos:start]
+                if start > size_all or not raw.isascii() or not raw.isdigit():
+                    return self._ref.decode(data)
+                length = int(raw)
+                if length > size:
+                    return self._ref.decode(data)
+                end = start + length
+            else:
+                start = pos
+                end = pos + size
+            if end > size_all:
+                return self._ref.decode(data)
+            value = text[start:end]
+            if not ascii_all and not value.isascii():
+                if kind == _ASCII:
+                    return self._ref.decode(data)
+                try:
+                    value = value.encode("latin-1").decode("utf-8")
+                except UnicodeDecodeError:
+                    return self._ref.decode(data)
+                if kind == _UTF8_FIXED and len(value) != size:
+                    return self._ref.decode(data)
+            if not check(value):
+                return self._ref.decode(data)
+            fields[n] = value
+            pos = end
+        if pos != size_all:
+            return self._ref.decode(data)
+        return Message.adopt(mti_raw.decode("ascii"), fields)
+
+    def _decode_plan(self, key: bytes) -> DecodePlan | None:
+        """The plan of a bitmap, cached; None (not cached) if the reference must judge it."""
+        primary = int.from_bytes(key[:8], "big")
+        if primary & ~self._allowed_primary:
+            return None
+        secondary = 0
+        if primary >> 63:
+            if len(key) < 16:
+                return None
+            secondary = int.from_bytes(key[8:16], "big")
+            if secondary & ~self._allowed_secondary or secondary == 0:
+                return None
+        numbers = [b for b in range(2, 65) if primary >> (64 - b) & 1]
+        numbers += [b for b in range(65, 129) if secondary >> (128 - b) & 1]
+        if any(n in self._reference_only for n in numbers):
+            return None
+        plan = (4 + len(key), tuple(self._steps[n] for n in numbers))
+        if len(self._decode_plans) >= _MAX_PLANS:
+            self._decode_plans.clear()
+        self._decode_plans[key] = plan
+        return plan
+
+    def check_mandatory(self, msg: Message) -> None:
+        """Raise :class:`DecodeError` if a field mandatory for this message is missing."""
+        rules = self._mandatory.get(msg.mti)
+        if rules is None:
+            rules = tuple(r for r in self.spec.rules.mandatory if msg.mti in r.mtis)
+            if len(self._mandatory) >= _MAX_PLANS:
+                self._mandatory.clear()
+            self._mandatory[msg.mti] = rules
+        present = msg.fields
+        for rule in rules:
+            if rule.processing_code is not None and present.get(3) != rule.processing_code:
+                continue
+            if rule.network_code is not None and present.get(70) != rule.network_code:
+                continue
+            for n in rule.fields:
+                if n not in present:
+                    self._ref.check_mandatory(msg)  # raises, naming the first missing field
+                    return
+
+    # -- encoding ----------------------------------------------------------------
+
+    def encode(self, msg: Message) -> bytes:
+        """Encode a message, justifying fixed fields; raise :class:`LocalProtocolError`."""
+        mti = msg.mti
+        fields = msg.fields
+        shape = tuple(fields)
+        plan = self._encode_plans.get(shape) or self._encode_plan(shape)
+        if plan is None or len(mti) != 4 or not mti.isascii() or not mti.isdigit():
+            return self._ref.encode(msg)
+        bitmap, steps = plan
+        parts: list[str] = []
+        for n, prefix, size, kind, check, prefixes in steps:
+            value = fields[n]
+            if prefix:
+                if value.isascii():
+                    length = len(value)
+                elif kind == _ASCII:
+                    return self._ref.encode(msg)
+                else:
+                    try:
+                        length = len(value.encode("utf-8"))
+                    except UnicodeEncodeError:
+                        return self._ref.encode(msg)
+                if length > size or not check(value):
+                    return self._ref.encode(msg)
+                parts.append(prefixes[length])
+            else:
+                if len(value) != size:
+                    value = self._fields[n].pad(value)
+                    if len(value) != size:
+                        return self._ref.encode(msg)
+                # Non-ASCII in a fixed field is either refused (ASCII) or more bytes
+                # than characters (UTF-8): the reference says which.
+                if not value.isascii() or not check(value):
+                    return self._ref.encode(msg)
+            parts.append(value)
+        try:
+            body = "".join(parts).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the reference names the field
+            return self._ref.encode(msg)
+        return mti.encode("ascii") + bitmap + body
+
+    def _encode_plan(self, shape: tuple[int, ...]) -> EncodePlan | None:
+        """The bitmap and steps of a field set, cached; None if the reference must encode."""
+        steps = self._steps
+        if not all(n in steps for n in shape):
+            return None
+        numbers = sorted(shape)
+        primary = secondary = 0
+        for n in numbers:
+            if n <= 64:
+                primary |= 1 << (64 - n)
+            else:
+                secondary |= 1 << (128 - n)
+        bitmap = primary.to_bytes(8, "big")
+        if secondary:
+            bitmap = (primary | 1 << 63).to_bytes(8, "big") + secondary.to_bytes(8, "big")
+        plan = (bitmap, tuple((*steps[n], self._prefixes.get(n, ())) for n in numbers))
+        if len(self._encode_plans) >= _MAX_PLANS:
+            self._encode_plans.clear()
+        self._encode_plans[shape] = plan
+        return plan
+
+    def frame(self, msg: Message) -> bytes:
+        """Encode with the length header: ready for the wire."""
+        body = self.encode(msg)
+        if len(body) > self._max:
+            raise LocalProtocolError("message longer than the link's maximum")
+        return len(body).to_bytes(self._header, "big") + body
+
+    def normalise(self, msg: Message) -> Message:
+        """The message with fixed fields justified as the wire carries them."""
+        return self._ref.normalise(msg)
 
 
 def _bit_mask(numbers: list[int], base: int) -> int:
@@ -29,207 +277,3 @@ def _bit_mask(numbers: list[int], base: int) -> int:
         if base < n <= base + 64:
             mask |= 1 << (64 - (n - base))
     return mask
-
-
-class Codec:
-    """Encoder and decoder for one link layout; stateless and shared by all links."""
-
-    def __init__(self, spec: LinkSpec) -> None:
-        self.spec = spec
-        self._py = spec.pyiso8583
-        numbers = [int(k) for k in spec.fields if k.isdigit()]
-        # Bits the spec allows; bit 1 (secondary bitmap) is allowed in the primary.
-        self._allowed_primary = _bit_mask(numbers, 0)
-        self._allowed_secondary = _bit_mask([n for n in numbers if n > 64], 64)
-        self._fields: dict[int, FieldSpec] = {
-            int(k): f for k, f in spec.fields.items() if k.isdigit() and k != "1"
-        }
-        # Per-field facts looked up once per field of every message (the hot path).
-        self._by_key: dict[str, tuple[int, FieldSpec]] = {
-            str(n): (n, f) for n, f in self._fields.items()
-        }
-        self._wide_fixed = frozenset(
-            n for n, f in self._fields.items() if f.fixed and f.encoding != "ascii"
-        )
-
-    # -- decoding ----------------------------------------------------------------
-
-    def decode(self, data: bytes) -> Message:
-        """Decode one frame's message; raise :class:`DecodeError` if it breaks the spec."""
-        mti = self._read_mti(data)
-        self._check_bitmaps(data, mti)
-        try:
-            doc, enc = iso8583.decode(data, self._py)
-        except iso8583.DecodeError as exc:
-            partial = exc.doc_dec
-            raise self._error(
-                f"DE {exc.field}" if str(exc.field).isdigit() else str(exc.field),
-                exc.pos,
-                exc.msg.lower(),
-                mti,
-                partial,
-            ) from None
-        except Exception as exc:  # pyiso8583 may raise others (e.g. on odd bytes)
-            raise self._error(
-                "message", 0, f"a decodable message ({type(exc).__name__})", mti, {}
-            ) from None
-        fields: dict[int, str] = {}
-        by_key = self._by_key
-        wide_fixed = self._wide_fixed
-        for key, value in doc.items():
-            entry = by_key.get(key)
-            if entry is None:  # MTI, bitmaps
-                continue
-            n, spec = entry
-            if spec.fixed:
-                # ASCII fixed fields are exactly their bytes; a UTF-8 one may not be.
-                if n in wide_fixed and len(value) != spec.length:
-                    raise self._error(f"DE {n}", -1, f"{spec.describe()}", mti, doc)
-            elif not enc[key]["len"].isdigit():  # pyiso8583 takes int(" 6")
-                raise self._error(f"DE {n}", -1, f"{spec.describe()} (length digits)", mti, doc)
-            if not spec.check(value):
-                raise self._error(f"DE {n}", -1, f"{spec.describe()} ({spec.name})", mti, doc)
-            fields[n] = value
-        return Message(mti, fields)
-
-    def check_mandatory(self, msg: Message) -> None:
-        """Raise :class:`DecodeError` if a field mandatory for this message is missing."""
-        missing = self.spec.rules.missing_fields(msg.mti, msg.fields)
-        if missing:
-            doc = {str(k): v for k, v in msg.fields.items()}
-            raise self._error(
-                f"DE {missing[0]}", -1, f"mandatory field present for {msg.mti}", msg.mti, doc
-            )
-
-    def _read_mti(self, data: bytes) -> str:
-        raw = data[:4]
-        if len(raw) == 4 and raw.isdigit():
-            return raw.decode("ascii")
-        raise self._error("MTI", 0, "4 ASCII digits", None, {})
-
-    def _check_bitmaps(self, data: bytes, mti: str | None) -> None:
-        if len(data) < _PRIMARY_BITMAP_END:
-            raise self._error("primary bitmap", 4, "8 bytes", mti, {})
-        primary = int.from_bytes(data[4:_PRIMARY_BITMAP_END], "big")
-        bad = primary & ~self._allowed_primary
-        if bad:
-            bit = 65 - bad.bit_length()
-            raise self._error(
-                "primary bitmap",
-                4,
-                f"no bit {bit} (field not in the spec)",
-                mti,
-                self._salvage(data, bit),
-            )
-        if primary >> 63:
-            end = _PRIMARY_BITMAP_END + 8
-            if len(data) < end:
-                raise self._error("secondary bitmap", _PRIMARY_BITMAP_END, "8 bytes", mti, {})
-            secondary = int.from_bytes(data[_PRIMARY_BITMAP_END:end], "big")
-            bad = secondary & ~self._allowed_secondary
-            if bad:
-                bit = 129 - bad.bit_length()
-                raise self._error(
-                    "secondary bitmap",
-                    _PRIMARY_BITMAP_END,
-                    f"no bit {bit} (field not in the spec)",
-                    mti,
-                    self._salvage(data, bit),
-                )
-            if secondary == 0:
-                raise self._error(
-                    "secondary bitmap", _PRIMARY_BITMAP_END, "a field 65-128 when present", mti, {}
-                )
-
-    def _salvage(self, data: bytes, first_bad: int) -> dict[str, Any]:
-        """Decode the fields before an unknown bit, so that a `30` can echo DE 7, 11, 32.
-
-        The fields before the first unknown bit sit where the bitmap says; past it
-        nothing can be trusted. The bitmaps are cut to the fields before it and
-        pyiso8583's partial result kept.
-        """
-        primary = int.from_bytes(data[4:_PRIMARY_BITMAP_END], "big")
-        has_secondary = bool(primary >> 63)
-        body_start = _PRIMARY_BITMAP_END + (8 if has_secondary else 0)
-        if first_bad <= 64:
-            keep = primary & ~((1 << (65 - first_bad)) - 1) & ~(1 << 63)
-            trimmed = data[:4] + keep.to_bytes(8, "big") + data[body_start:]
-        else:
-            secondary = int.from_bytes(data[_PRIMARY_BITMAP_END:body_start], "big")
-            keep = secondary & ~((1 << (129 - first_bad)) - 1)
-            if keep == 0:
-                primary &= ~(1 << 63)
-                trimmed = data[:4] + primary.to_bytes(8, "big") + data[body_start:]
-            else:
-                trimmed = data[:_PRIMARY_BITMAP_END] + keep.to_bytes(8, "big") + data[body_start:]
-        try:
-            doc, _ = iso8583.decode(trimmed, self._py)
-        except iso8583.DecodeError as exc:
-            return dict(exc.doc_dec)
-        except Exception:
-            return {}
-        return dict(doc)
-
-    def _error(
-        self, field: str, offset: int, expected: str, mti: str | None, partial: dict[str, Any]
-    ) -> DecodeError:
-        """Build a :class:`DecodeError` keeping only the echo fields that are well-formed."""
-        echoes: dict[int, str | None] = {}
-        for n in _ECHO_KEYS:
-            value = partial.get(str(n))
-            spec = self._fields.get(n)
-            ok = isinstance(value, str) and spec is not None and spec.check(value)
-            if isinstance(value, str) and spec is not None and spec.fixed:
-                ok = ok and len(value) == spec.length
-            echoes[n] = value if ok and isinstance(value, str) else None
-        return DecodeError(
-            field, offset, expected, mti=mti, de7=echoes[7], de11=echoes[11], de32=echoes[32]
-        )
-
-    # -- encoding ----------------------------------------------------------------
-
-    def encode(self, msg: Message) -> bytes:
-        """Encode a message, justifying fixed fields; raise :class:`LocalProtocolError`."""
-        if len(msg.mti) != 4 or not msg.mti.isdigit():
-            raise LocalProtocolError("MTI must be 4 digits")
-        doc: dict[str, str] = {"t": msg.mti}
-        fields = self._fields
-        for n, given in msg.fields.items():
-            spec = fields.get(n)
-            if spec is None:
-                raise LocalProtocolError(f"DE {n} is not defined in spec {self.spec.name}")
-            value = given
-            if spec.fixed:
-                if len(value) != spec.length:
-                    value = spec.pad(given)
-                    if len(value) != spec.length:
-                        raise LocalProtocolError(f"DE {n} must be {spec.describe()}")
-            else:
-                size = (
-                    len(value) if value.isascii() else len(value.encode(spec.encoding, "replace"))
-                )
-                if size > spec.length:
-                    raise LocalProtocolError(f"DE {n} longer than {spec.describe()}")
-            if not spec.check(value):
-                raise LocalProtocolError(f"DE {n} is not {spec.describe()}")
-            doc[str(n)] = value
-        try:
-            data, _ = iso8583.encode(doc, self._py)
-        except (iso8583.EncodeError, UnicodeError) as exc:
-            raise LocalProtocolError(f"cannot encode: {exc}") from None
-        return bytes(data)
-
-    def frame(self, msg: Message) -> bytes:
-        """Encode with the length header: ready for the wire."""
-        body = self.encode(msg)
-        if len(body) > self.spec.max_message_length:
-            raise LocalProtocolError("message longer than the link's maximum")
-        return len(body).to_bytes(self.spec.length_header, "big") + body
-
-    def normalise(self, msg: Message) -> Message:
-        """The message with fixed fields justified as the wire carries them."""
-        out = Message(msg.mti)
-        for n, value in msg.fields.items():
-            spec = self._fields.get(n)
-            out.fields[n] = spec.pad(value) if spec is not None else value
-        return out

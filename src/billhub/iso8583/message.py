@@ -20,6 +20,18 @@ class Message:
         self.mti = mti
         self.fields: dict[int, str] = dict(fields) if fields else {}
 
+    @classmethod
+    def adopt(cls, mti: str, fields: dict[int, str]) -> Message:
+        """A message that takes ``fields`` as its own, uncopied: the codec's hot path.
+
+        The caller gives up the dict; :meth:`__init__` copies, which a decoder that
+        has just built the dict does not need.
+        """
+        msg = cls.__new__(cls)
+        msg.mti = mti
+        msg.fields = fields
+        return msg
+
     # -- mapping-ish -----------------------------------------------------------
 
     def __getitem__(self, number: int) -> str:

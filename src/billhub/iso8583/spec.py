@@ -73,6 +73,15 @@ class MandatoryRule:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """How to answer one request MTI (LINK-SPEC 1's echo rule, applied once)."""
+
+    mti: str
+    echo: tuple[int, ...]
+    amount_except: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class LinkRules:
     """LINK-SPEC 1 and 6 as data: echo, matching, response MTIs, mandatory fields."""
 
@@ -84,6 +93,26 @@ class LinkRules:
     processing_codes: Mapping[str, str]
     network_codes: Mapping[str, str]
     mandatory: tuple[MandatoryRule, ...]
+    # Per request MTI: its response MTI and the fields a response copies, worked out
+    # once (see response_plan); a cache, not part of the rules.
+    _plans: dict[str, ResponsePlan] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def response_plan(self, mti: str) -> ResponsePlan:
+        """What a response to a request of ``mti`` is: its MTI and the fields it echoes.
+
+        Built on the first request of each MTI and kept, so that answering looks
+        nothing up in the rules. DE 4 is in the echo fields only as ``amount``: it is
+        echoed unless DE 3 is one of ``echo_amount_except``, a per-message test.
+        """
+        plan = self._plans.get(mti)
+        if plan is None:
+            plan = ResponsePlan(self.response_mti(mti), self.echo, self.echo_amount_except)
+            if len(self._plans) >= 10_000:  # MTIs are 4 digits; a bound all the same
+                self._plans.clear()
+            self._plans[mti] = plan
+        return plan
 
     def response_mti(self, mti: str) -> str:
         """The response MTI of ``mti``: always a response (third digit 1 or 3), never a request.

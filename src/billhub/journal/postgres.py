@@ -166,7 +166,7 @@ class PgJournal:
             # would be a 00 the biller no longer holds.
             status = await conn.execute(_UPDATE_ANSWER + " AND state='posting'", *params)
             if rows_changed(status) != 1:
-                raise JournalError(f"payment {record.payment_id} is no longer being posted")
+                raise JournalError(f"payment {record.payment_id} is not being posted")
             if task is not None:
                 await self._insert_task(conn, task)
 

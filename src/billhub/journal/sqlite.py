@@ -171,8 +171,8 @@ class SqliteJournal:
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            if _update_answer(conn, record) != 1:
-                raise JournalError(f"no payment {record.payment_id}")
+            if _update_answer(conn, record, if_posting=True) != 1:
+                raise JournalError(f"payment {record.payment_id} is not being posted")
             if task is not None:
                 self._insert_task(conn, task)
 

@@ -14,18 +14,14 @@ MatchKey = tuple[str, str, str, str]
 
 def make_response(rules: LinkRules, request: Message, code: str) -> Message:
     """A response to ``request`` carrying ``code`` in DE 39 and every field it must echo."""
-    resp = Message(rules.response_mti(request.mti))
+    plan = rules.response_plan(request.mti)
     f = request.fields
-    out = resp.fields
-    for n in rules.echo:
-        v = f.get(n)
-        if v is not None:
-            out[n] = v
+    out = {n: f[n] for n in plan.echo if n in f}
     amount = f.get(4)
-    if amount is not None and f.get(3) not in rules.echo_amount_except:
+    if amount is not None and f.get(3) not in plan.amount_except:
         out[4] = amount
     out[39] = code
-    return resp
+    return Message.adopt(plan.mti, out)
 
 
 def match_key(rules: LinkRules, msg: Message) -> MatchKey:

@@ -1,4 +1,4 @@
-"""Prometheus metrics: a :class:`LinkObserver` and a :class:`PipelineObserver` that count.
+"""Prometheus metrics: a link-fact subscriber and a :class:`PipelineObserver` that count.
 
 :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry` (never the
 process-global one), so that two hubs in one process (tests) do not share counters and
@@ -10,14 +10,14 @@ hub knows at start-up (the configured billers, the spec's MTIs, processing codes
 network codes); anything else is counted as ``other``/``unknown``. An account number,
 RRN or STAN is never a label.
 
-The hot path (:meth:`Metrics.exchanged`, once per message) is one tuple built from
-fields the message already holds, one dict lookup for the label children of that
-combination (created once per label set and cached), then plain integer increments
-and one ``bisect`` into the latency buckets: no string formatting, no ``.labels()``
-call, no lock. Those per-message families live on the event loop's thread only and
-are turned into Prometheus families at scrape time (:class:`_LoopFamily`); the rest
-(rare events, the journal's commits on its own thread) uses prometheus-client's
-thread-safe metrics. ``bench/metrics.py`` measures the cost.
+The hot path (:meth:`Metrics.link_event` given an :class:`~billhub.link.facts.Exchanged`,
+once per message) is one tuple built from fields the message already holds, one dict
+lookup for the label children of that combination (created once per label set and
+cached), then plain integer increments and one ``bisect`` into the latency buckets: no
+string formatting, no ``.labels()`` call, no lock. Those per-message families live on
+the event loop's thread only and are turned into Prometheus families at scrape time
+(:class:`_LoopFamily`); the rest (rare events, the journal's commits on its own thread)
+uses prometheus-client's thread-safe metrics. ``bench/metrics.py`` measures the cost.
 
 What changes between scrapes rather than per event (links connected and signed on,
 requests in flight per link, billers' health) is read at scrape time by a collector
@@ -51,18 +51,27 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from billhub.errors import DecodeError
 from billhub.iso8583 import codes as rc
-from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
-from billhub.link.observer import LinkInfo, LinkObserver
+from billhub.link.facts import (
+    ConnectionRefusal,
+    EchoRoundTrip,
+    Exchanged,
+    FormatErrorSeen,
+    HandlerFailed,
+    LinkClosed,
+    LinkEvent,
+    LinkInfo,
+    LinkOpened,
+    TlsRefusal,
+    Unmatched,
+)
 from billhub.pipeline.ports import PipelineObserver
 
 __all__ = [
     "CONTENT_TYPE",
     "LATENCY_BUCKETS",
     "METRICS",
-    "FanoutObserver",
     "FanoutPipelineObserver",
     "LinkView",
     "Metrics",
@@ -387,7 +396,7 @@ class Metrics:
     ``batch_billers``: those whose bills-file counters are created at zero;
     ``rules``: the spec's MTIs, processing and network codes (the bounded label values);
     ``refusal_reasons``: every TLS refusal label, exposed at zero from start-up.
-    All methods are cheap and never raise (the observer contract).
+    All methods are cheap and never raise (the subscriber's and observer's contract).
     """
 
     def __init__(
@@ -548,74 +557,61 @@ class Metrics:
         self._exchange[key] = children
         return children
 
-    # -- LinkObserver --------------------------------------------------------------------------
+    # -- link facts -------------------------------------------------------------------------
 
-    def link_opened(self, link: LinkInfo) -> None:
-        self.links_opened.inc()
-
-    def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
-        child = self._closed.get(reason)
-        if child is None:
-            child = self._closed[reason] = self.links_closed.labels(reason)
-        child.inc()
-        if reason == "framing_error":
-            self.framing_errors.inc()
-
-    def link_state(self, link: LinkInfo, old: str, new: str) -> None:
-        pass  # signed-on links are read at scrape time
-
-    def tls_refused(self, peer: str, reason: str, detail: str) -> None:
-        self.tls_refusals.labels(reason).inc()
-
-    def connection_refused(self, peer: str, reason: str) -> None:
-        self.conn_refusals.labels(reason).inc()
-
-    def exchanged(
-        self,
-        link: LinkInfo,
-        request: Message | None,
-        response: Message,
-        latency: float,
-        reason: str,
-    ) -> None:
-        if request is None:
-            key: tuple[str | None, ...] = (
-                None,
-                None,
-                None,
-                None,
-                response.mti,
-                response.fields.get(39),
-            )
-        else:
-            f = request.fields
-            code = response.fields.get(39)
-            key = (request.mti, f.get(3), f.get(70), f.get(100), response.mti, code)
-        children = self._exchange.get(key)
-        if children is None:
-            children = self._exchange_children(key)
-        received, sent, hist = children
-        if received is not None:
-            received.n += 1
-        sent.n += 1
-        if hist is not None:
-            hist.counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
-            hist.total += latency
-
-    def format_error(self, link: LinkInfo, error: DecodeError, answered: bool) -> None:
-        self.format_errors.labels("true" if answered else "false").inc()
-
-    def unmatched(self, link: LinkInfo, response: Message) -> None:
-        self.unmatched_responses.inc()
-
-    def echo_rtt(self, link: LinkInfo, rtt: float) -> None:
-        self.echo.observe(rtt)
-
-    def in_flight(self, link: LinkInfo, count: int) -> None:
-        pass  # read at scrape time
-
-    def handler_failed(self, link: LinkInfo, request: Message, error: BaseException) -> None:
-        self.handler_failures.inc()
+    def link_event(self, event: LinkEvent) -> None:
+        """The link-fact subscriber (:mod:`billhub.link.facts`): counts what the hub saw."""
+        # The per-message fact first and inline: ``match`` tries the cases in order, and
+        # a bare class pattern is an isinstance (positional sub-patterns cost ~0.5 µs).
+        match event:
+            case Exchanged():
+                request, response = event.request, event.response
+                if request is None:
+                    key: tuple[str | None, ...] = (
+                        None,
+                        None,
+                        None,
+                        None,
+                        response.mti,
+                        response.fields.get(39),
+                    )
+                else:
+                    f = request.fields
+                    code = response.fields.get(39)
+                    key = (request.mti, f.get(3), f.get(70), f.get(100), response.mti, code)
+                children = self._exchange.get(key)
+                if children is None:
+                    children = self._exchange_children(key)
+                received, sent, hist = children
+                if received is not None:
+                    received.n += 1
+                sent.n += 1
+                if hist is not None:
+                    latency = event.latency
+                    hist.counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+                    hist.total += latency
+            case LinkOpened():
+                self.links_opened.inc()
+            case LinkClosed(reason=reason):
+                child = self._closed.get(reason)
+                if child is None:
+                    child = self._closed[reason] = self.links_closed.labels(reason)
+                child.inc()
+                if reason == "framing_error":
+                    self.framing_errors.inc()
+            case TlsRefusal(reason=reason):
+                self.tls_refusals.labels(reason).inc()
+            case ConnectionRefusal(reason=reason):
+                self.conn_refusals.labels(reason).inc()
+            case FormatErrorSeen(answered=answered):
+                self.format_errors.labels("true" if answered else "false").inc()
+            case Unmatched():
+                self.unmatched_responses.inc()
+            case EchoRoundTrip(rtt=rtt):
+                self.echo.observe(rtt)
+            case HandlerFailed():
+                self.handler_failures.inc()
+            # LinkStateChanged: links signed on are read at scrape time.
 
     # -- PipelineObserver ---------------------------------------------------------------------
 
@@ -673,64 +669,6 @@ def _code_label(code: str | None) -> str:
     if code is None:
         return ""
     return code if len(code) == 2 and code.isalnum() else "other"
-
-
-class FanoutObserver:
-    """One :class:`LinkObserver` that passes every report to several (logs and metrics)."""
-
-    def __init__(self, *observers: LinkObserver) -> None:
-        self.observers = observers
-
-    def link_opened(self, link: LinkInfo) -> None:
-        for o in self.observers:
-            o.link_opened(link)
-
-    def link_closed(self, link: LinkInfo, reason: str, detail: str) -> None:
-        for o in self.observers:
-            o.link_closed(link, reason, detail)
-
-    def link_state(self, link: LinkInfo, old: str, new: str) -> None:
-        for o in self.observers:
-            o.link_state(link, old, new)
-
-    def tls_refused(self, peer: str, reason: str, detail: str) -> None:
-        for o in self.observers:
-            o.tls_refused(peer, reason, detail)
-
-    def connection_refused(self, peer: str, reason: str) -> None:
-        for o in self.observers:
-            o.connection_refused(peer, reason)
-
-    def exchanged(
-        self,
-        link: LinkInfo,
-        request: Message | None,
-        response: Message,
-        latency: float,
-        reason: str,
-    ) -> None:
-        for o in self.observers:
-            o.exchanged(link, request, response, latency, reason)
-
-    def format_error(self, link: LinkInfo, error: DecodeError, answered: bool) -> None:
-        for o in self.observers:
-            o.format_error(link, error, answered)
-
-    def unmatched(self, link: LinkInfo, response: Message) -> None:
-        for o in self.observers:
-            o.unmatched(link, response)
-
-    def echo_rtt(self, link: LinkInfo, rtt: float) -> None:
-        for o in self.observers:
-            o.echo_rtt(link, rtt)
-
-    def in_flight(self, link: LinkInfo, count: int) -> None:
-        for o in self.observers:
-            o.in_flight(link, count)
-
-    def handler_failed(self, link: LinkInfo, request: Message, error: BaseException) -> None:
-        for o in self.observers:
-            o.handler_failed(link, request, error)
 
 
 class FanoutPipelineObserver:

@@ -1,8 +1,8 @@
 """The hub's observability, built once: logs, metrics and billers' health, as observers.
 
 :func:`build_observability` gives the composition root (:mod:`billhub.app.hub`) what to
-plug where one observer is expected: ``link_observer`` for the transport (logs, then
-metrics), ``pipeline_observer`` for the pipeline and the resolver (health, then
+plug where one observer is expected: ``link_events`` for the transport (the bus of link
+facts: logs, then metrics), ``pipeline_observer`` for the pipeline and the resolver (health, then
 metrics), ``journal_hooks()`` for the SQLite journal's commit hook. With metrics off
 (``[admin] metrics = false``) only logs and health are kept and nothing is counted.
 """
@@ -16,16 +16,12 @@ from datetime import date
 from typing import Any, Protocol
 
 from billhub.iso8583.spec import LinkRules
-from billhub.link.observer import LinkObserver
+from billhub.link.facts import LinkSubscriber
 from billhub.observability.admin import AdminServer
+from billhub.observability.bus import LinkEventBus
 from billhub.observability.health import BillerHealth, JournalHealth
-from billhub.observability.logs import get_logger
-from billhub.observability.metrics import (
-    FanoutObserver,
-    FanoutPipelineObserver,
-    LinksSource,
-    Metrics,
-)
+from billhub.observability.logs import LogObserver, get_logger
+from billhub.observability.metrics import FanoutPipelineObserver, LinksSource, Metrics
 from billhub.observability.watch import Backlog, BillerInfo, HubWatch, TotalsSource
 from billhub.pipeline.ports import PipelineObserver
 
@@ -45,11 +41,11 @@ class Observability:
     metrics: Metrics | None
     health: BillerHealth
     billers: Sequence[BillerInfo]
-    link_observer: LinkObserver
+    link_events: LinkEventBus
     pipeline_observer: PipelineObserver
     journal_health: JournalHealth
-    #: The observer that writes log lines (its refusal summary is flushed at shutdown).
-    log_observer: LinkObserver | None = None
+    #: The subscriber that writes log lines (its refusal summary is flushed at shutdown).
+    log_observer: LogObserver | None = None
 
     def journal_hooks(self) -> dict[str, Any]:
         """Keyword arguments for ``build_journal``: its write health, and its commit
@@ -97,7 +93,7 @@ class Observability:
 
 
 def build_observability(
-    log_observer: LinkObserver,
+    subscribers: Sequence[LinkSubscriber],
     *,
     billers: Sequence[BillerInfo],
     file_billers: Sequence[str] = (),
@@ -108,6 +104,9 @@ def build_observability(
 ) -> Observability:
     """Logs and health always; metrics when asked (the admin port serves them).
 
+    ``subscribers``: who hears the link facts before the metrics (the log; tests add
+    their recorder or take the log's place).
+
     ``file_billers``: the billers that exchange files (their bills-file counters
     are exposed at zero from the start).
 
@@ -115,9 +114,10 @@ def build_observability(
     """
     health = BillerHealth(b.code for b in billers)
     log = get_logger("billhub.journal")
+    logs = next((s for s in subscribers if isinstance(s, LogObserver)), None)
     if not metrics:
         jh = JournalHealth(log, where=journal)
-        return Observability(None, health, billers, log_observer, health, jh, log_observer)
+        return Observability(None, health, billers, LinkEventBus(*subscribers), health, jh, logs)
     m = Metrics(
         billers=[b.code for b in billers],
         batch_billers=list(file_billers),
@@ -128,8 +128,8 @@ def build_observability(
         m,
         health,
         billers,
-        FanoutObserver(log_observer, m),
+        LinkEventBus(*subscribers, m.link_event),
         FanoutPipelineObserver(health, m),
         JournalHealth(log, metrics=m, where=journal),
-        log_observer,
+        logs,
     )

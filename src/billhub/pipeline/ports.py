@@ -13,7 +13,6 @@ from datetime import date, datetime
 from typing import Protocol
 
 from billhub.iso8583.message import Message
-from billhub.link.observer import LinkInfo
 from billhub.pipeline.model import (
     AccountBills,
     BillRow,
@@ -35,9 +34,13 @@ from billhub.pipeline.model import (
 
 
 class RequestHandler(Protocol):
-    """Answer one request the link handed over; must not raise."""
+    """Answer one request the link handed over; must not raise.
 
-    async def handle(self, request: Message, link: LinkInfo) -> Message: ...
+    The answer depends on the request alone: which link it came on is the shell's
+    business (its logs and metrics name the link), not the application's.
+    """
+
+    async def handle(self, request: Message) -> Message: ...
 
 
 class Clock(Protocol):
@@ -195,7 +198,14 @@ class Journal(PaymentsLedger, Protocol):
         self, record: PaymentRecord, *, task: ResolverTask | None = None
     ) -> None:
         """Write the payment's answer fields and state; with ``task``, add it in the
-        same commit (an uncertain payment and its resolution cannot come apart)."""
+        same commit (an uncertain payment and its resolution cannot come apart).
+
+        Only over a row still ``POSTING``; otherwise raise
+        :class:`~billhub.errors.JournalError` and write nothing. A payment another
+        instance (or recovery) took over as uncertain is being resolved, maybe
+        cancelled at its biller: an approval written over it would be a ``00`` the
+        biller no longer holds.
+        """
         ...
 
     async def write_outcome(

@@ -37,7 +37,6 @@ from billhub.errors import (
 from billhub.iso8583 import codes as rc
 from billhub.iso8583.message import Message
 from billhub.iso8583.spec import LinkRules
-from billhub.link.observer import LinkInfo
 from billhub.link.responses import make_response
 from billhub.pipeline import decisions as d
 from billhub.pipeline.inflight import InFlightDates
@@ -115,7 +114,7 @@ class Pipeline:
         self.counters = PipelineCounters()
         self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    async def handle(self, request: Message, link: LinkInfo) -> Message:
+    async def handle(self, request: Message) -> Message:
         cls = rc.mti_class(request.mti)
         if cls == rc.FINANCIAL:
             if request.fields.get(3) == rc.INQUIRY:

@@ -7,7 +7,6 @@ one line per answer; ``load`` prints throughput and latency percentiles.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import time
@@ -28,6 +27,8 @@ from billhub.simulator import messages as m
 from billhub.simulator.demo_data import generate_accounts
 from billhub.simulator.load import make_workload, run_fast_load, run_load
 from billhub.simulator.switch import SwitchLink
+from billhub.transport.eventloop import EVENT_LOOPS, loop_name
+from billhub.transport.eventloop import run as run_on_loop
 from billhub.transport.tls import client_context
 
 
@@ -88,6 +89,12 @@ def add_switch_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> No
         help="acquiring institution id sent in DE 32 (default 600001)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="auto (uvloop if installed; the default), uvloop or asyncio",
+    )
     sub2 = p.add_subparsers(dest="switch_command", required=True, metavar="COMMAND")
     _sub(sub2, "signon", "sign on, then sign off", "billhub switch signon")
     _sub(sub2, "echo", "sign on and send an echo test", "billhub switch echo")
@@ -381,6 +388,7 @@ async def _load(args: argparse.Namespace, codec: Codec, ctx: Any) -> list[Messag
     )
     summary = result.summary()
     summary["rrn_tag"] = rrn_tag
+    summary["event_loop"] = loop_name()
     print(json.dumps(summary) if args.json else result.line())
     return []
 
@@ -415,13 +423,14 @@ async def _load_link(args: argparse.Namespace, codec: Codec, ctx: Any) -> list[M
     )
     summary = result.summary()
     summary["engine"] = "link"
+    summary["event_loop"] = loop_name()
     print(json.dumps(summary) if args.json else result.line())
     return []
 
 
 def run_switch(args: argparse.Namespace) -> int:
     try:
-        answers = asyncio.run(_session(args))
+        answers = run_on_loop(_session(args), args.event_loop, key="--event-loop")
     except SwitchError:
         raise
     except TlsRefused as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import cast
 
 from billhub.errors import BillhubError, LinkClosed
 from billhub.iso8583 import codes as rc
@@ -77,8 +78,8 @@ class SwitchLink(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:

@@ -29,7 +29,18 @@ from billhub.link.events import (
     StateChanged,
     UnmatchedResponse,
 )
-from billhub.link.observer import LinkInfo, LinkObserver
+from billhub.link.facts import (
+    EchoRoundTrip,
+    Exchanged,
+    FormatErrorSeen,
+    HandlerFailed,
+    LinkClosed,
+    LinkInfo,
+    LinkOpened,
+    LinkStateChanged,
+    LinkSubscriber,
+    Unmatched,
+)
 from billhub.link.responses import make_response
 from billhub.pipeline.ports import RequestHandler
 
@@ -57,7 +68,7 @@ class LinkProtocol(asyncio.Protocol):
         self,
         codec: Codec,
         handler: RequestHandler,
-        observer: LinkObserver,
+        events: LinkSubscriber,
         timers: Timers,
         *,
         max_in_flight: int,
@@ -66,7 +77,7 @@ class LinkProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.codec = codec
         self.handler = handler
-        self.observer = observer
+        self.events = events
         self.max_in_flight = max_in_flight
         self.link = Link(
             codec,
@@ -99,7 +110,7 @@ class LinkProtocol(asyncio.Protocol):
         self._transport = transport
         self.info = info
         self.link.opened(self._loop.time())
-        self.observer.link_opened(info)
+        self.events(LinkOpened(info))
         early, self._early = self._early, []
         for data in early:
             self.data_received(data)
@@ -113,7 +124,8 @@ class LinkProtocol(asyncio.Protocol):
         self._drain_events()
         if self._timer is not None:
             self._timer.cancel()
-        self.observer.link_closed(self.info, "connection_lost", str(exc) if exc else "peer closed")
+        detail = str(exc) if exc else "peer closed"
+        self.events(LinkClosed(self.info, "connection_lost", detail))
         self._on_closed(self)
 
     def pause_writing(self) -> None:
@@ -160,29 +172,30 @@ class LinkProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _drain_events(self) -> None:
+        """Act on the core's events; report each as a link fact, with the link's identity."""
         link = self.link
         info = self.info
-        obs = self.observer
+        emit = self.events
         while (ev := link.next_event()) is not None:
             if isinstance(ev, RequestReceived):
                 self._start_request(ev)
             elif isinstance(ev, AnsweredByLink):
-                obs.exchanged(info, ev.request, ev.response, 0.0, ev.reason)
+                emit(Exchanged(info, ev.request, ev.response, 0.0, ev.reason))
             elif isinstance(ev, EchoAnswered):
-                obs.echo_rtt(info, ev.rtt)
+                emit(EchoRoundTrip(info, ev.rtt))
             elif isinstance(ev, FormatError):
-                obs.format_error(info, ev.error, ev.answered)
+                emit(FormatErrorSeen(info, ev.error, ev.answered))
             elif isinstance(ev, StateChanged):
-                obs.link_state(info, ev.old, ev.new)
+                emit(LinkStateChanged(info, ev.old, ev.new))
             elif isinstance(ev, LinkTerminated):
-                obs.link_closed(info, ev.reason, ev.detail)
+                emit(LinkClosed(info, ev.reason, ev.detail))
                 self._closed = True
                 self._flush()
                 if self._transport is not None:
                     self._transport.abort()
                 self._on_closed(self)
             elif isinstance(ev, UnmatchedResponse):
-                obs.unmatched(info, ev.response)
+                emit(Unmatched(info, ev.response))
             elif isinstance(ev, (ResponseReceived, RequestFailed)):
                 pass  # the hub sends only keep-alive echo tests, which the link consumes
 
@@ -241,13 +254,13 @@ class LinkProtocol(asyncio.Protocol):
 
     async def _serve(self, request: Message, received_at: float) -> None:
         try:
-            response = await self.handler.handle(request, self.info)
+            response = await self.handler.handle(request)
         except asyncio.CancelledError:
             response = make_response(self.link.rules, request, rc.UNAVAILABLE)
             self._respond(request, response, received_at, "cancelled")
             raise
         except Exception as exc:  # the handler broke its contract: answer, never crash
-            self.observer.handler_failed(self.info, request, exc)
+            self.events(HandlerFailed(self.info, request, exc))
             response = make_response(self.link.rules, request, rc.MALFUNCTION)
         self._respond(request, response, received_at, "handled")
 
@@ -257,8 +270,8 @@ class LinkProtocol(asyncio.Protocol):
         link = self.link
         was_saturated = link.saturated
         link.send_response(request, response)
-        self.observer.exchanged(
-            self.info, request, response, self._loop.time() - received_at, reason
+        self.events(
+            Exchanged(self.info, request, response, self._loop.time() - received_at, reason)
         )
         if link.in_flight == 0:
             self.idle.set()

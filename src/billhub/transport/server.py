@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from billhub.errors import TlsRefused
 from billhub.iso8583.codec import Codec
 from billhub.link.core import State, Timers
-from billhub.link.observer import LinkInfo, LinkObserver
+from billhub.link.facts import ConnectionRefusal, LinkInfo, LinkSubscriber, TlsRefusal
 from billhub.pipeline.ports import RequestHandler
 from billhub.transport.hello import MAX_HELLO, NotTls, hello_needed
 from billhub.transport.linkproto import LinkProtocol
@@ -87,7 +87,7 @@ class HubServer:
         handler: RequestHandler,
         ssl_context: ssl.SSLContext,
         allow_list: AllowList,
-        observer: LinkObserver,
+        events: LinkSubscriber,
         *,
         timers: Timers | None = None,
         limits: ServerLimits | None = None,
@@ -96,7 +96,7 @@ class HubServer:
         self.handler = handler
         self.ssl_context = ssl_context
         self.allow_list = allow_list
-        self.observer = observer
+        self.events = events
         self.timers = timers or Timers()
         self.limits = limits or ServerLimits()
         # Insertion-ordered: the first is the oldest (what gives way first).
@@ -143,7 +143,7 @@ class HubServer:
             except ConnectionAbortedError:  # gone before we took it
                 continue
             except OSError:  # EMFILE and the like: stop accepting for a second, as asyncio does
-                self.observer.connection_refused("-", "accept_failed")
+                self.events(ConnectionRefusal("-", "accept_failed"))
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(1.0, self._resume_accepting)
                 return
@@ -183,7 +183,7 @@ class HubServer:
         self._examine(p, woke=False)  # the switch writes its hello at once
 
     def _refuse_conn(self, conn: socket.socket, peer: str, reason: str) -> None:
-        self.observer.connection_refused(peer, reason)
+        self.events(ConnectionRefusal(peer, reason))
         _close(conn)
 
     def _displace(self, candidates: list[_Pending]) -> None:
@@ -196,11 +196,11 @@ class HubServer:
             if not p.in_tls and p in self._pending:
                 self._examine(p, woke=False)
                 if p in self._pending and not p.in_tls:
-                    self.observer.connection_refused(p.peer, "handshake_displaced")
+                    self.events(ConnectionRefusal(p.peer, "handshake_displaced"))
                     self._drop(p)
                     return
         if candidates and candidates[0] in self._pending:
-            self.observer.connection_refused(candidates[0].peer, "handshake_displaced")
+            self.events(ConnectionRefusal(candidates[0].peer, "handshake_displaced"))
             self._drop(candidates[0])
 
     # -- hello ----------------------------------------------------------------------
@@ -264,7 +264,7 @@ class HubServer:
         task.add_done_callback(lambda t: _close(p.sock) if not p.started else None)
 
     def _refuse_tls(self, p: _Pending, reason: str, detail: str) -> None:
-        self.observer.tls_refused(p.peer, reason, detail)
+        self.events(TlsRefusal(p.peer, reason, detail))
         self._drop(p)
 
     def _drop(self, p: _Pending) -> None:
@@ -287,7 +287,7 @@ class HubServer:
         proto = LinkProtocol(
             self.codec,
             self.handler,
-            self.observer,
+            self.events,
             self.timers,
             max_in_flight=self.limits.max_in_flight,
             on_closed=self._link_closed,
@@ -305,25 +305,26 @@ class HubServer:
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 # asyncio has closed the transport, and with it the socket.
                 refused = refusal_reason(exc)
-                self.observer.tls_refused(peer, refused.reason, refused.detail)
+                self.events(TlsRefusal(peer, refused.reason, refused.detail))
                 return
-            assert isinstance(tls, asyncio.Transport)
+            # No isinstance(tls, asyncio.Transport): uvloop's transports implement it
+            # without subclassing it, and the hub would refuse every link on uvloop.
             obj = tls.get_extra_info("ssl_object")
             der = obj.getpeercert(binary_form=True) if obj is not None else None
             try:
                 subject = self.allow_list.check(der)
             except TlsRefused as refused:
-                self.observer.tls_refused(peer, refused.reason, refused.detail)
+                self.events(TlsRefusal(peer, refused.reason, refused.detail))
                 tls.abort()
                 return
         finally:
             self._pending.pop(p, None)
         if not self._accepting:
-            self.observer.connection_refused(peer, "shutting_down")
+            self.events(ConnectionRefusal(peer, "shutting_down"))
             tls.abort()
             return
         if len(self.links) >= self.limits.max_links and not self._make_room():
-            self.observer.connection_refused(peer, "too_many_links")
+            self.events(ConnectionRefusal(peer, "too_many_links"))
             tls.abort()
             return
         self.links[proto] = None

@@ -7,6 +7,7 @@ which every form carries and every POST must match (constant-time compare).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,7 +17,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher()  # argon2id with the library's recommended parameters
 #: Verified against when the user does not exist, so timing does not tell.
-_DUMMY = _HASHER.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user is unknown, so both paths cost the same.
+
+    Made on first use, not at import: argon2 is slow on purpose, and every command
+    of the CLI imports this module's package.
+    """
+    return _HASHER.hash("not a password of anyone")
 
 
 def hash_password(password: str) -> str:
@@ -25,7 +35,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored: str | None, password: str) -> bool:
     try:
-        return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 
