@@ -43,7 +43,7 @@ MODES: dict[str, dict[str, Any]] = {
         "warmup": 0.3,
         "sweep": "128",
         "batch_accounts": 5_000,
-        "rest_accounts": 2_000,
+        "rest_accounts": 8_000,  # the three REST phases must not run out of bills
         "core_accounts": 2_000,
     },
     "full": {
