@@ -28,55 +28,31 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from billhub.connectors.database.schema import install, load_bills
 from billhub.simulator.demo_data import bills_table_rows, generate_accounts
-from billhub.transport.certs import init_dev_certs
+from harness import (  # bench/ is sys.path[0] when run as a script
+    HubConfig,
+    Workload,
+    database_biller,
+    dev_certs,
+    load_cmd,
+    rest_biller,
+    run_load,
+    session,
+    start_hub,
+    start_rest_biller,
+)
 
 REST, DB = "100001", "100003"
 TOKEN = "bench-token"
 PREFIX = {REST: "01", DB: "03"}
-
-
-def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    out = log.open("a")
-    return subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
-
-
-def wait_line(log: Path, needle: str, proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if needle in line:
-                return line
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise SystemExit(f"{log.name}: no {needle!r}: {log.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 async def make_database(admin: str, name: str, accounts: int, seed: int, today: Any) -> str:
@@ -135,95 +111,58 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args()
     today = datetime.now(UTC).date()
-    work = Path(tempfile.mkdtemp(prefix="billhub-bench-db-"))
-    certs = work / "certs"
-    init_dev_certs(certs)
     name = f"bh_bench_{os.getpid()}"
     dsn = asyncio.run(make_database(args.admin_dsn, name, args.accounts, args.seed, today))
-    procs: list[subprocess.Popen[str]] = []
     phases: list[dict[str, Any]] = []
     try:
-        biller_log = work / "rest-biller.log"
-        biller = start(
-            [
-                sys.executable, "-m", "billhub.simulator.rest_biller", "--port", "0",
-                "--token", TOKEN, "--seed", str(args.seed), "--accounts", str(args.accounts),
-                "--prefix", "01", "--today", today.isoformat(),
-            ],
-            biller_log,
-        )  # fmt: skip
-        procs.append(biller)
-        rest_port = int(wait_line(biller_log, "listening", biller).rsplit(":", 1)[1])
-        cfg = work / "billhub.toml"
-        cfg.write_text(
-            f"""
-[link]
-host = "127.0.0.1"
-port = 0
-[tls]
-cert_file = "{certs / "hub.crt"}"
-key_file = "{certs / "hub.key"}"
-client_ca_file = "{certs / "switch-ca.crt"}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = false
-[log]
-level = "info"
-[journal]
-path = "{work / "journal.db"}"
-[[billers]]
-code = "{REST}"
-name = "Damascus (REST)"
-kind = "rest"
-max_concurrency = {args.max_concurrency}
-rest = {{ base_url = "http://127.0.0.1:{rest_port}", token = "{TOKEN}" }}
-[[billers]]
-code = "{DB}"
-name = "Aleppo (database)"
-kind = "database"
-max_concurrency = {args.max_concurrency}
-[billers.database]
-dsn = "{dsn}"
-""",
-            "utf-8",
-        )
-        hub_log = work / "hub.log"
-        hub = start([sys.executable, "-m", "billhub.cli", "serve", "--config", str(cfg)], hub_log)
-        procs.append(hub)
-        port = int(json.loads(wait_line(hub_log, '"hub_listening"', hub))["port"])
-        offsets = {REST: 0, DB: 0}
-        accounts_at = {REST: 0, DB: 0}
-        tag = 1000
-        approved = {REST: 0, DB: 0}
-        for _ in range(args.repeat):
-            for biller_code in (REST, DB):
-                tag += 1
-                cmd = [
-                    sys.executable, "-m", "billhub.cli", "switch", "--host", "127.0.0.1",
-                    "--port", str(port), "--certs", str(certs), "--json", "load",
-                    "--links", str(args.links), "--in-flight", str(args.in_flight),
-                    "--duration", str(args.duration), "--warmup", str(args.warmup),
-                    "--kind", "mix", "--biller", biller_code, "--accounts", str(args.accounts),
-                    "--seed", str(args.seed), "--prefix", PREFIX[biller_code],
-                    "--today", today.isoformat(), "--payment-share", str(args.payment_share),
-                    "--settlement-date", today.strftime("%m%d"), "--rrn-tag", str(tag),
-                    "--bill-offset", str(offsets[biller_code]),
-                    "--account-offset", str(accounts_at[biller_code]),
-                ]  # fmt: skip
-                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if done.returncode not in (0, 1) or not done.stdout.strip():
-                    raise SystemExit(f"load failed: {done.stderr[-2000:]}")
-                s = json.loads(done.stdout.strip().splitlines()[-1])
-                offsets[biller_code] = int(s["workload"]["next_bill"])
-                accounts_at[biller_code] = int(s["workload"]["next_account"])
-                approved[biller_code] += int(s["all_codes"].get("payment", {}).get("00", 0))
-                phases.append({"biller": biller_code, **s})
-        checked = asyncio.run(table_check(dsn))
+        with session("db", keep=args.keep) as (procs, work):
+            certs = dev_certs(work / "certs")
+            _, rest_port = start_rest_biller(
+                procs, work, token=TOKEN, seed=args.seed, accounts=args.accounts,
+                prefix="01", today=today,
+            )  # fmt: skip
+            billers = [
+                rest_biller(
+                    REST, "Damascus (REST)", f"http://127.0.0.1:{rest_port}", TOKEN,
+                    max_concurrency=args.max_concurrency,
+                ),
+                database_biller(
+                    DB, "Aleppo (database)", dsn, max_concurrency=args.max_concurrency
+                ),
+            ]  # fmt: skip
+            config = HubConfig(
+                certs, work / "journal.db", billers, comment="Written by bench/database_direct.py."
+            )
+            hub = start_hub(procs, work, "hub", config, timeout=120)
+            offsets = {REST: 0, DB: 0}
+            accounts_at = {REST: 0, DB: 0}
+            tag = 1000
+            approved = {REST: 0, DB: 0}
+            for i in range(args.repeat):
+                for biller_code in (REST, DB):
+                    tag += 1
+                    workload = Workload(
+                        biller_code, args.accounts, args.seed, PREFIX[biller_code], today,
+                        args.payment_share, tag, offsets[biller_code], accounts_at[biller_code],
+                    )  # fmt: skip
+                    cmd = load_cmd(
+                        hub.port, certs, kind="mix", links=args.links, in_flight=args.in_flight,
+                        duration=args.duration, warmup=args.warmup, workload=workload,
+                    )  # fmt: skip
+                    ph = run_load(
+                        procs, work, f"{biller_code}-{i}", [cmd], {"hub": hub.pid},
+                        limit_s=args.duration * 4 + 120, ok_codes=(0, 1),
+                    )  # fmt: skip
+                    s = ph.summary
+                    offsets[biller_code] = int(s["workload"]["next_bill"])
+                    accounts_at[biller_code] = int(s["workload"]["next_account"])
+                    approved[biller_code] += int(s["all_codes"].get("payment", {}).get("00", 0))
+                    phases.append({"biller": biller_code, **s})
+            procs.stop(hub.proc, timeout=20)
+            checked = asyncio.run(table_check(dsn))
+            return report(args, phases, approved, checked)
     finally:
-        for proc in reversed(procs):
-            stop(proc)
         asyncio.run(drop_database(args.admin_dsn, name))
-    return report(args, phases, approved, checked, work)
 
 
 def _rate(s: dict[str, Any], kind: str) -> float:
@@ -236,7 +175,6 @@ def report(
     phases: list[dict[str, Any]],
     approved: dict[str, int],
     checked: dict[str, int],
-    work: Path,
 ) -> int:
     by: dict[str, list[dict[str, Any]]] = {REST: [], DB: []}
     for s in phases:
@@ -297,10 +235,6 @@ def report(
             f" {checked['lines_off']} payments whose bill shares do not add up:"
             f" {'ok' if once else 'FAILED'}"
         )
-    if args.keep:
-        print(f"work folder: {work}", file=sys.stderr)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

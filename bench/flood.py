@@ -26,7 +26,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from billhub.simulator import messages as m
 from billhub.simulator.switch import SwitchLink
 from billhub.transport.certs import DEV_FILES, init_dev_certs
 from billhub.transport.tls import client_context
+from harness import HubConfig, Procs, hub_cmd, session  # bench/ is sys.path[0]
 
 FLOODS = {
     "none0": "no flood: the baseline, same hub, same probe",
@@ -54,26 +54,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def hub_config(certs: dict[str, Path], port: int, work: Path) -> str:
-    return f"""
-[link]
-host = "127.0.0.1"
-port = {port}
-max_links = 16
-max_handshakes = 8
-handshake_timeout_s = 10
-[tls]
-cert_file = "{certs["hub_cert"]}"
-key_file = "{certs["hub_key"]}"
-client_ca_file = "{certs["switch_ca_cert"]}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = false
-[journal]
-path = "{work / "journal.db"}"
-[log]
-format = "json"
-"""
+def hub_config(port: int, work: Path) -> HubConfig:
+    return HubConfig(
+        work.parent / "certs",
+        work / "journal.db",
+        port=port,
+        link={"max_links": 16, "max_handshakes": 8, "handshake_timeout_s": 10},
+        comment="Written by bench/flood.py.",
+    )
 
 
 def context(certs: dict[str, Path]) -> ssl.SSLContext:
@@ -188,26 +176,34 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("the hub did not listen within 30 s")
 
 
-def run_one(kind: str, args: argparse.Namespace, certs: dict[str, Path], work: Path) -> str:
+def run_one(
+    procs: Procs, kind: str, args: argparse.Namespace, certs: dict[str, Path], work: Path
+) -> str:
     port = free_port()
     cfg = work / f"{kind}.toml"
-    cfg.write_text(hub_config(certs, port, work / kind))
+    cfg.write_text(hub_config(port, work / kind).toml())
     (work / kind).mkdir(exist_ok=True)
-    log = (work / f"{kind}.log").open("wb")
+    log = work / f"{kind}.log"
     env = dict(os.environ)
     if args.hub_src:
         env["PYTHONPATH"] = str(Path(args.hub_src).resolve())
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "billhub.cli", "serve", "--config", str(cfg)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    hub = procs.start_logged(hub_cmd(cfg), log, log.with_suffix(".err"), env=env)
     try:
         wait_listening(port, hub)
-        lines0 = (work / f"{kind}.log").read_bytes().count(b"\n")
-        flooder = subprocess.Popen(
-            [sys.executable, __file__, "--worker", kind, "--port", str(port), "--certs", args.certs]
+        lines0 = log.read_bytes().count(b"\n")
+        flooder = procs.start(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                "--port",
+                str(port),
+                "--certs",
+                args.certs,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             time.sleep(1.0)  # the flood fills the slots first
@@ -215,13 +211,10 @@ def run_one(kind: str, args: argparse.Namespace, certs: dict[str, Path], work: P
             results = asyncio.run(probe(port, certs, args.duration))
             elapsed = time.monotonic() - t0
         finally:
-            flooder.terminate()
-            flooder.wait()
-        lines = (work / f"{kind}.log").read_bytes().count(b"\n") - lines0
+            procs.stop(flooder)
+        lines = log.read_bytes().count(b"\n") - lines0
     finally:
-        hub.terminate()
-        hub.wait()
-        log.close()
+        procs.stop(hub)
     ok = [r for r in results if r is not None]
     p50 = f"{statistics.median(ok):.2f}" if ok else "-"
     top = f"{max(ok):.2f}" if ok else "-"
@@ -237,6 +230,7 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(FLOODS), help="comma-separated floods")
     ap.add_argument("--hub-src", default=None, help="run the hub from this src/ directory")
     ap.add_argument("--label", default="after")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (hub logs)")
     ap.add_argument("--certs", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -246,13 +240,13 @@ def main() -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(flood(args.worker, args.port, certs))
         return 0
-    work = Path(tempfile.mkdtemp(prefix="billhub-flood-"))
-    certs = init_dev_certs(work / "certs")
-    args.certs = str(work / "certs")
-    print(f"# {' '.join(sys.argv)}  (cpus {os.cpu_count()}, work {work})", flush=True)
-    for kind in args.only.split(","):
-        print(f"#   {kind}: {FLOODS[kind]}", flush=True)
-        print(run_one(kind, args, certs, work), flush=True)
+    with session("flood", keep=args.keep) as (procs, work):
+        certs = init_dev_certs(work / "certs")
+        args.certs = str(work / "certs")
+        print(f"# {' '.join(sys.argv)}  (cpus {os.cpu_count()}, work {work})", flush=True)
+        for kind in args.only.split(","):
+            print(f"#   {kind}: {FLOODS[kind]}", flush=True)
+            print(run_one(procs, kind, args, certs, work), flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Several instances on PostgreSQL beside SQLite: the end-to-end mix, in one run.
+"""Several instances on PostgreSQL beside SQLite, and a hub per core: the mix, in one run.
 
 Processes (each in its own session, killed by process group at the end): the hubs
 (``billhub serve``), and the load (``billhub switch ... load``, the fast engine), one
@@ -7,18 +7,24 @@ batch biller (the hub's own store, in the journal's database since the BillsStor
 change, so on PostgreSQL every instance sees one store), or ``--biller rest`` the
 REST demo biller as its own process.
 
-Phases, each on a fresh journal (a new SQLite file, a new PostgreSQL database on
-``--pg``, dropped after):
+Phases (``--phases``), each on a fresh journal (a new SQLite file, a new PostgreSQL
+database on ``--pg``, dropped after):
 
-1. ``sqlite``: one instance, the baseline;
-2. ``pg-1``: one instance on PostgreSQL;
-3. ``pg-2``: two instances on one PostgreSQL database, a load on each, together.
+* ``sqlite``: one instance, the baseline;
+* ``pg-1``: one instance on PostgreSQL;
+* ``pg-2``: two instances on one PostgreSQL database, each on its own port, a load on
+  each, together;
+* ``pg-2-shared``: a hub per core, two instances on one host sharing one link port
+  (``[link] reuse_port = true``) and one PostgreSQL database; the two loads both
+  connect to that port and the kernel spreads their links over the two processes
+  (how many landed on each is reported, from the hubs' logs).
 
 After each phase the journal is read: the approved payments must be exactly the
 ``00`` answers the loads counted (none lost, none extra), and no answer may differ
 from the one the load expected (a bill paid twice would be a `51`). Usage::
 
     .venv/bin/python bench/instances.py [--duration 10] [--in-flight 64] [--json]
+    .venv/bin/python bench/instances.py --phases sqlite,pg-1,pg-2-shared --links 4
 """
 
 from __future__ import annotations
@@ -27,24 +33,43 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from billhub.simulator.demo_data import generate_accounts, write_bills_file
-from billhub.transport.certs import init_dev_certs
-from link import CLK_TCK, Procs, _on_terminate, _tail, note, proc_ticks
+from harness import (  # bench/ is sys.path[0] when run as a script
+    DEFAULT_PG,
+    Biller,
+    Hub,
+    HubConfig,
+    Procs,
+    Workload,
+    batch_biller,
+    cpus,
+    dev_certs,
+    exit_code,
+    load_cmd,
+    median,
+    note,
+    pg_backends,
+    pg_database,
+    psql,
+    rest_biller,
+    run_load,
+    session,
+    start_hub,
+    start_rest_biller,
+)
 
 HERE = Path(__file__).resolve().parent
 BATCH, REST = "100002", "100001"
 TOKEN = "bench-instances-token"
+PHASES = ("sqlite", "pg-1", "pg-2", "pg-2-shared")
 
 
 @dataclass
@@ -60,267 +85,226 @@ class Result:
     approved_in_journal: int
     unexpected: int
     hub_cores: float
+    hub_us_per_msg: float | None = None
+    load_cores: float | None = None
+    others_cores: float | None = None
+    links_per_hub: tuple[int, ...] = ()
+    pg_cores: float | None = None  # the journal's PostgreSQL backends (on this host)
+    pg_us_per_msg: float | None = None
 
     @property
     def exact(self) -> bool:
         return self.approved_by_loads == self.approved_in_journal and self.unexpected == 0
 
 
-def psql(pg: str, sql: str) -> None:
-    subprocess.run(
-        ["psql", pg, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def psql_value(dsn: str, sql: str) -> str:
-    done = subprocess.run(
-        ["psql", dsn, "-qAtc", sql], check=True, capture_output=True, text=True, timeout=120
-    )
-    return done.stdout.strip()
-
-
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+    def __init__(self, args: argparse.Namespace, work: Path, procs: Procs | None = None) -> None:
         self.a = args
         self.work = work
-        self.procs = Procs()
-        self.certs = work / "certs"
-        init_dev_certs(self.certs)
+        self.procs = procs or Procs()
+        self.certs = dev_certs(work / "certs")
         self.today = datetime.now(UTC).date()
         self.accounts = generate_accounts("02", args.batch_accounts, args.seed, today=self.today)
         self.n_bills = sum(len(x.bills) for x in self.accounts)
         self.rest_port = 0
         self.rrn_tag = 100
-        self._round = 0
 
-    # -- processes ---------------------------------------------------------------------
-
-    def start_rest(self) -> None:
-        log, err = self.work / "rest.log", self.work / "rest.err"
-        with log.open("wb") as out, err.open("wb") as e:
-            proc = self.procs.start(
-                [
-                    sys.executable, "-m", "billhub.simulator.rest_biller", "--port", "0",
-                    "--token", TOKEN, "--seed", str(self.a.seed), "--accounts",
-                    str(self.a.batch_accounts), "--prefix", "02", "--today",
-                    self.today.isoformat(),
-                ],
-                stdout=out,
-                stderr=e,
-            )  # fmt: skip
-        self.rest_port = int(self._line(proc, log, err, "listening").strip().rsplit(":", 1)[1])
-
-    def _line(self, proc: subprocess.Popen[bytes], log: Path, err: Path, match: str) -> str:
-        deadline = time.monotonic() + self.a.ready_timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                for line in log.read_text("utf-8", "replace").splitlines():
-                    if match in line:
-                        return line
-            if proc.poll() is not None:
-                raise RuntimeError(f"exited {proc.returncode}:\n{_tail(log)}\n{_tail(err)}")
-            time.sleep(0.05)
-        raise RuntimeError(f"no {match!r}:\n{_tail(log)}\n{_tail(err)}")
-
-    def config(self, journal: str, folder: Path) -> str:
-        inbox, outbox = folder / "inbox", folder / "outbox"
+    def biller(self, folder: Path) -> Biller:
         if self.a.biller == "rest":
-            biller = (
-                f'code = "{REST}"\nname = "Damascus"\nkind = "rest"\nbudget_s = 5\n'
-                f"max_concurrency = 32\n"
-                f'rest = {{ base_url = "http://127.0.0.1:{self.rest_port}", token = "{TOKEN}" }}'
-            )
-        else:
-            biller = (
-                f'code = "{BATCH}"\nname = "Rural Damascus"\nkind = "batch"\nbudget_s = 5\n'
-                f'batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}'
-            )
-        return f"""\
-[link]
-host = "127.0.0.1"
-port = 0
-shutdown_grace_s = 2.0
-[tls]
-cert_file = "{self.certs / "hub.crt"}"
-key_file = "{self.certs / "hub.key"}"
-client_ca_file = "{self.certs / "switch-ca.crt"}"
-allowed_subjects = ["switch-1"]
-[admin]
-enabled = false
-[log]
-format = "json"
-level = "info"
-[journal]
-{journal}
-[[billers]]
-{biller}
-"""
+            return rest_biller(REST, "Damascus", f"http://127.0.0.1:{self.rest_port}", TOKEN)
+        return batch_biller(BATCH, "Rural Damascus", folder / "inbox", folder / "outbox")
 
-    def start_hub(self, name: str, text: str) -> tuple[subprocess.Popen[bytes], int]:
-        cfg = self.work / f"{name}.toml"
-        cfg.write_text(text, "utf-8")
-        log, err = self.work / f"{name}.log", self.work / f"{name}.err"
-        with log.open("wb") as out, err.open("wb") as e:
-            proc = self.procs.start(
-                [sys.executable, "-m", "billhub.cli", "serve", "--config", str(cfg)],
-                stdout=out,
-                stderr=e,
-            )
-        line = self._line(proc, log, err, '"hub_listening"')
-        return proc, int(json.loads(line)["port"])
-
-    def load_cmd(self, port: int, half: int, halves: int) -> list[str]:
+    def load(self, port: int, half: int, halves: int) -> list[str]:
         self.rrn_tag += 1
-        rest = self.a.biller == "rest"
-        return [
-            sys.executable, "-m", "billhub.cli", "switch", "--host", "127.0.0.1",
-            "--port", str(port), "--certs", str(self.certs), "--json", "load",
-            "--links", str(self.a.links), "--in-flight", str(self.a.in_flight),
-            "--duration", str(self.a.duration), "--warmup", str(self.a.warmup),
-            "--kind", "mix", "--biller", REST if rest else BATCH,
-            "--accounts", str(self.a.batch_accounts), "--seed", str(self.a.seed),
-            "--prefix", "02", "--today", self.today.isoformat(),
-            "--payment-share", str(self.a.payment_share),
-            "--settlement-date", self.today.strftime("%m%d"), "--rrn-tag", str(self.rrn_tag),
-            "--bill-offset", str(self.n_bills * half // halves),
-            "--account-offset", str(self.a.batch_accounts * half // halves),
-        ]  # fmt: skip
+        a = self.a
+        workload = Workload(
+            REST if a.biller == "rest" else BATCH,
+            a.batch_accounts,
+            a.seed,
+            "02",
+            self.today,
+            a.payment_share,
+            self.rrn_tag,
+            self.n_bills * half // halves,
+            a.batch_accounts * half // halves,
+        )
+        return load_cmd(
+            port,
+            self.certs,
+            kind="mix",
+            links=a.links,
+            in_flight=a.in_flight,
+            duration=a.duration,
+            warmup=a.warmup,
+            workload=workload,
+        )
 
     # -- phases ------------------------------------------------------------------------
 
-    def phase(self, name: str, journal: str, instances: int, count_approved: Any) -> Result:
+    def phase(
+        self,
+        name: str,
+        journal: Path | str,
+        instances: int,
+        count_approved: Callable[[], int],
+        *,
+        shared: bool = False,
+    ) -> Result:
         folder = self.work / name
         (folder / "inbox").mkdir(parents=True)
         (folder / "outbox").mkdir()
         if self.a.biller != "rest":
             write_bills_file(folder / "inbox", BATCH, self.accounts, day=self.today)
-        hubs = [
-            self.start_hub(f"{name}-{i}", self.config(journal, folder)) for i in range(instances)
-        ]
-        note(f"[{name}] {instances} instance(s) listening")
-        loads = []
-        for i, (_, port) in enumerate(hubs):
-            out = (self.work / f"{name}-load-{i}.out").open("wb")
-            err = (self.work / f"{name}-load-{i}.err").open("wb")
-            loads.append((self.procs.start(self.load_cmd(port, i, instances), stdout=out,
-                                           stderr=err), out, err))  # fmt: skip
-        ticks0 = [proc_ticks(p.pid) or 0 for p, _ in hubs]
-        t0 = time.monotonic()
-        summaries = []
-        for proc, out, err in loads:
-            proc.wait(timeout=self.a.duration * 4 + 120)
-            out.close()
-            err.close()
-            lines = [ln for ln in Path(out.name).read_text().splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"[{name}] load failed:\n{_tail(Path(err.name))}")
-            summaries.append(json.loads(lines[-1]))
-        elapsed = time.monotonic() - t0
-        cores = sum((proc_ticks(p.pid) or 0) - t for (p, _), t in zip(hubs, ticks0, strict=True))
-        for proc, _ in hubs:
-            self.procs.stop(proc, signal.SIGTERM, timeout=20)
-        answered = sum(int(s["answered"]) for s in summaries)
-        seconds = max(float(s["seconds"]) for s in summaries)
-        p50 = max(float(s["p50_ms"]) for s in summaries)
-        p99 = max(float(s["p99_ms"]) for s in summaries)
-        by_loads = sum(
-            int((s.get("all_codes") or {}).get("payment", {}).get("00", 0)) for s in summaries
+        hubs: list[Hub] = []
+        for i in range(instances):
+            config = HubConfig(
+                self.certs,
+                journal,
+                [self.biller(folder)],
+                port=hubs[0].port if shared and hubs else 0,
+                reuse_port=shared,
+                comment=f"Written by bench/instances.py: {name}, instance {i}.",
+            )
+            hubs.append(
+                start_hub(
+                    self.procs, self.work, f"{name}-{i}", config, timeout=self.a.ready_timeout
+                )
+            )
+        note(f"[{name}] {instances} instance(s) listening" + (" on one port" if shared else ""))
+        loads = [self.load(h.port, i, instances) for i, h in enumerate(hubs)]
+        links0 = [h.links_opened() for h in hubs]
+        ph = run_load(
+            self.procs,
+            self.work,
+            name,
+            loads,
+            {f"hub-{i}": h.pid for i, h in enumerate(hubs)},
+            limit_s=self.a.duration * 4 + 120,
+            group=None
+            if isinstance(journal, Path)
+            else ("pg", pg_backends(self.a.pg, journal.rsplit("/", 1)[1])),
         )
+        links = tuple(h.links_opened() - n for h, n in zip(hubs, links0, strict=True))
+        for h in hubs:
+            self.procs.stop(h.proc, timeout=20)
+        s = ph.summary
+        by_loads = int(s["all_codes"].get("payment", {}).get("00", 0))
         # Payments only: a load's expected inquiry answers know its own payments, not the
         # other load's (whose bills it counts as paid by an earlier run, --bill-offset).
         unexpected = sum(
-            sum((s.get("unexpected") or {}).get("payment", {}).values()) for s in summaries
+            sum((x.get("unexpected") or {}).get("payment", {}).values()) for x in ph.summaries
         )
+        answered = int(s["answered"])
+        seconds = float(s["seconds"])
         result = Result(
-            name, instances, seconds, answered, answered / seconds if seconds else 0.0,
-            p50, p99, by_loads, count_approved(), unexpected, cores / CLK_TCK / elapsed,
-        )  # fmt: skip
+            name,
+            instances,
+            seconds,
+            answered,
+            ph.throughput,
+            float(s["p50_ms"]),
+            float(s["p99_ms"]),
+            by_loads,
+            count_approved(),
+            unexpected,
+            ph.cores("hub") or 0.0,
+            ph.us_per_msg("hub"),
+            ph.cores("load"),
+            ph.others,
+            links,
+            ph.cores("pg"),
+            ph.us_per_msg("pg"),
+        )
         note(
-            f"[{name}] {result.throughput:.0f} msg/s  p50 {p50} ms  p99 {p99} ms  approved "
-            f"{by_loads} (journal {result.approved_in_journal})  unexpected {unexpected}  "
-            f"hub cores {result.hub_cores:.2f}"
+            f"[{name}] {result.throughput:.0f} msg/s  p50 {result.p50_ms} ms  p99 "
+            f"{result.p99_ms} ms  approved {by_loads} (journal {result.approved_in_journal})  "
+            f"unexpected {unexpected}  hub cores {result.hub_cores:.2f}  links per hub {links}"
         )
         return result
 
+    def run_phase(self, kind: str, r: int) -> Result:
+        if kind == "sqlite":
+            db = self.work / f"journal.db.{r}"
+
+            def sqlite_approved() -> int:
+                with contextlib.closing(sqlite3.connect(db)) as conn:
+                    row = conn.execute("SELECT count(*) FROM payments WHERE state='approved'")
+                    return int(row.fetchone()[0])
+
+            return self.phase(f"sqlite-r{r}", db, 1, sqlite_approved)
+        n = 1 if kind == "pg-1" else 2
+        with pg_database(self.a.pg, f"bench_instances_{os.getpid()}_{r}_{kind}") as dsn:
+            return self.phase(
+                f"{kind}-r{r}",
+                dsn,
+                n,
+                lambda: int(psql(dsn, "SELECT count(*) FROM payments WHERE state='approved'")),
+                shared=kind == "pg-2-shared",
+            )
+
     def run(self) -> list[Result]:
         if self.a.biller == "rest":
-            self.start_rest()
-        db = self.work / "journal.db"
-
-        def sqlite_approved() -> int:
-            with contextlib.closing(sqlite3.connect(f"{db}.{self._round}")) as conn:
-                row = conn.execute("SELECT count(*) FROM payments WHERE state='approved'")
-                return int(row.fetchone()[0])
-
+            _, self.rest_port = start_rest_biller(
+                self.procs,
+                self.work,
+                token=TOKEN,
+                seed=self.a.seed,
+                accounts=self.a.batch_accounts,
+                prefix="02",
+                today=self.today,
+            )
         results: list[Result] = []
         for r in range(self.a.rounds):  # interleaved, so that drift on the machine is shared
-            self._round = r
-            results.append(self.phase(f"sqlite-r{r}", f'path = "{db}.{r}"', 1, sqlite_approved))
-            results += self.pg_phases(r)
-        return results
-
-    def pg_phases(self, r: int) -> list[Result]:
-        results = []
-        for n in (1, 2):
-            name = f"bench_instances_{os.getpid()}_{r}_{n}"
-            psql(self.a.pg, f'CREATE DATABASE "{name}"')
-            dsn = self.a.pg.rsplit("/", 1)[0] + f"/{name}"
-            try:
-                results.append(
-                    self.phase(
-                        f"pg-{n}-r{r}",
-                        f'kind = "postgresql"\ndsn = "{dsn}"',
-                        n,
-                        lambda dsn=dsn: int(  # type: ignore[misc]
-                            psql_value(dsn, "SELECT count(*) FROM payments WHERE state='approved'")
-                        ),
-                    )
-                )
-            finally:
-                psql(self.a.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            results += [self.run_phase(kind, r) for kind in self.a.phases]
         return results
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+def _kind(r: Result) -> str:
+    return r.phase.rsplit("-r", 1)[0]
+
+
+def medians(results: list[Result]) -> dict[str, float]:
+    kinds = dict.fromkeys(_kind(r) for r in results)
+    return {k: median([r.throughput for r in results if _kind(r) == k]) for k in kinds}
 
 
 def report(results: list[Result], args: argparse.Namespace) -> str:
-    def kind(r: Result) -> str:
-        return r.phase.rsplit("-r", 1)[0]
-
-    median = {
-        k: _median([r.throughput for r in results if kind(r) == k])
-        for k in ("sqlite", "pg-1", "pg-2")
-    }
-    base, one, two = median["sqlite"], median["pg-1"], median["pg-2"]
+    med = medians(results)
     lines = [
         f"# bench/instances.py: mix ({args.payment_share:.0%} payments) against the "
-        f"{args.biller} biller, {args.links} links x {args.in_flight} in flight per instance, "
-        f"{args.duration:g} s per phase, {args.rounds} round(s), {os.cpu_count()} cores",
+        f"{args.biller} biller, {args.links} links x {args.in_flight} in flight per load, "
+        f"{args.duration:g} s per phase, {args.rounds} round(s), {cpus()} cores",
         "",
-        "| phase | instances | msg/s | p50 ms | p99 ms | hub CPU (cores, phase average) | approved "
-        "(loads / journal) | unexpected |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| phase | instances | msg/s | p50 ms | p99 ms | hub CPU (cores) | hub µs/msg | "
+        "PostgreSQL (cores) | PostgreSQL µs/msg | load (cores) | others (cores) | "
+        "links per hub | approved (loads / journal) | unexpected |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def f(x: float | None, fmt: str = ".2f") -> str:
+        return "n/a" if x is None else format(x, fmt)
+
     for r in results:
         lines.append(
-            f"| {r.phase} | {r.instances} | {r.throughput:.0f} | "
-            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.hub_cores:.2f} | "
+            f"| {r.phase} | {r.instances} | {r.throughput:.0f} | {r.p50_ms:.1f} | "
+            f"{r.p99_ms:.1f} | {r.hub_cores:.2f} | {f(r.hub_us_per_msg, '.0f')} | "
+            f"{f(r.pg_cores)} | {f(r.pg_us_per_msg, '.0f')} | "
+            f"{f(r.load_cores)} | {f(r.others_cores)} | "
+            f"{' + '.join(map(str, r.links_per_hub))} | "
             f"{r.approved_by_loads} / {r.approved_in_journal} | {r.unexpected} |"
         )
+    parts = [f"{k} {v:.0f}" for k, v in med.items()]
+    ratios = []
+    base, one = med.get("sqlite"), med.get("pg-1")
+    if base and one:
+        ratios.append(f"pg-1 / sqlite = {one / base:.0%} (aim >= 60 %)")
+    for two in ("pg-2", "pg-2-shared"):
+        if one and med.get(two):
+            ratios.append(f"{two} / pg-1 = {med[two] / one:.2f} (aim >= 1.00)")
     lines += [
         "",
-        f"medians: sqlite {base:.0f}, pg-1 {one:.0f}, pg-2 {two:.0f} msg/s; "
-        f"pg-1 / sqlite = {one / base:.0%} (aim >= 60 %); pg-2 / pg-1 = {two / one:.2f} "
-        f"(aim >= 1.00); every phase exact (no payment lost or doubled): "
-        f"{all(r.exact for r in results)}",
+        f"medians: {', '.join(parts)} msg/s; {'; '.join(ratios)}; every phase exact "
+        f"(no payment lost or doubled): {all(r.exact for r in results)}",
     ]
     return "\n".join(lines)
 
@@ -329,36 +313,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--links", type=int, default=2)
-    p.add_argument("--in-flight", type=int, default=64)
+    p.add_argument("--links", type=int, default=2, help="per load (one load per instance)")
+    p.add_argument("--in-flight", type=int, default=64, help="per load")
     p.add_argument("--payment-share", type=float, default=0.5)
     p.add_argument("--batch-accounts", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--biller", choices=["batch", "rest"], default="batch")
-    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
+    p.add_argument("--pg", default=DEFAULT_PG,
                    help="a PostgreSQL where the bench may create and drop databases")  # fmt: skip
-    p.add_argument("--rounds", type=int, default=2, help="the three phases, this many times")
+    p.add_argument("--phases", default="sqlite,pg-1,pg-2",
+                   help=f"comma-separated, of {', '.join(PHASES)}")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=2, help="the phases, this many times")
     p.add_argument("--ready-timeout", type=float, default=300.0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.phases = [x for x in str(args.phases).split(",") if x]
+    wrong = [x for x in args.phases if x not in PHASES]
+    if wrong or not args.phases:
+        p.error(f"--phases: unknown {wrong}; choose from {', '.join(PHASES)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _on_terminate)
-    work = Path(tempfile.mkdtemp(prefix="billhub-bench-instances-"))
-    bench = Bench(args, work)
-    try:
-        results = bench.run()
-    finally:
-        bench.procs.kill_all()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+    with session("instances", keep=args.keep) as (procs, work):
+        try:
+            results = Bench(args, work, procs).run()
+        except (KeyboardInterrupt, RuntimeError, subprocess.CalledProcessError) as exc:
+            return exit_code("instances", exc)
     if args.json:
-        print(json.dumps([r.__dict__ for r in results]))
+        print(json.dumps([asdict(r) for r in results]))
     else:
         print(report(results, args))
     return 0 if all(r.exact for r in results) else 1

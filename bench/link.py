@@ -43,24 +43,35 @@ process group, on exit, Ctrl-C, SIGTERM or error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from billhub.transport.certs import init_dev_certs
-from speedscope import render, summarise  # bench/ is sys.path[0] when run as a script
+from harness import (  # bench/ is sys.path[0] when run as a script
+    CLK_TCK,
+    NOISE_CORES,
+    HubConfig,
+    Procs,
+    child_pid,
+    dev_certs,
+    exit_code,
+    find_py_spy,
+    host_ticks,
+    note,
+    proc_ticks,
+    session,
+)
+from harness import tail as _tail
+from speedscope import render, summarise
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -76,134 +87,14 @@ LABELS = {
     "bs": "codec, stdlib loop",
     "cs": "hub, stdlib loop",
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 SAMPLE_EVERY_S = 0.1
 C_OVER_B_TARGET = 0.70
 P99_TARGET_MS = 10.0
-NOISE_CORES = 0.15
-
-HUB_CONFIG = """\
-# Written by bench/link.py: a loopback hub with development certificates.
-[link]
-host = "127.0.0.1"
-port = 0
-shutdown_grace_s = 1.0
-
-[tls]
-cert_file = "certs/hub.crt"
-key_file = "certs/hub.key"
-client_ca_file = "certs/switch-ca.crt"
-allowed_subjects = ["switch-1"]
-
-[admin]
-enabled = false
-
-[log]
-format = "json"
-level = "info"
-"""
-
-
-def note(msg: str) -> None:
-    """Progress goes to stderr so that stdout holds only the report."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Procs:
-    """Every child we started, each the leader of its own process group."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self,
-        cmd: Sequence[str],
-        *,
-        stdout: IO[bytes] | int,
-        stderr: IO[bytes] | int,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            list(cmd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,  # Ctrl-C on our terminal does not reach it; we stop it
-            cwd=ROOT,
-        )
-        self.live.append(proc)
-        return proc
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)  # the group we created: the child and its children
-
-    def stop(
-        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 5.0
-    ) -> None:
-        """Ask the process group to stop, wait, then kill it; always reaps."""
-        if proc.poll() is None:
-            self._signal_group(proc, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-            # Kill what is left of the group even if its leader is gone (py-spy's hub);
-            # a process group id is not reused while any member lives.
-            self._signal_group(proc, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5.0)
-        if proc in self.live:
-            self.live.remove(proc)
-
-    def kill_all(self) -> None:
-        for proc in list(self.live):
-            self.stop(proc, signal.SIGKILL, timeout=2.0)
-
-
-def _on_terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that kills the children
 
 
 # --------------------------------------------------------------------------- /proc sampling
-
-
-def proc_ticks(pid: int | None) -> int | None:
-    """utime + stime of a process, in clock ticks; None once it is gone."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-
-
-def host_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of the whole machine."""
-    try:
-        line = Path("/proc/stat").read_text().splitlines()[0]
-    except OSError:
-        return None
-    vals = [int(v) for v in line.split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    total = sum(vals[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def child_pid(pid: int) -> int | None:
-    """The first child of ``pid`` (the hub that py-spy launched)."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(kids[0]) if kids else None
 
 
 @dataclass
@@ -315,14 +206,6 @@ def _listening_port(kind: str, log: Path) -> int | None:
             if event.get("event") == "hub_listening":
                 return int(event["port"])
     return None
-
-
-def _tail(path: Path, n: int = 15) -> str:
-    try:
-        lines = path.read_text("utf-8", "replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:])
 
 
 def wait_ready(proc: subprocess.Popen[bytes], kind: str, log: Path, errlog: Path) -> int:
@@ -515,13 +398,6 @@ class ProfileResult:
     top: list[str]
     error: str | None = None
     how: str = ""
-
-
-def find_py_spy() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("py-spy")
 
 
 def _spy_cmd(py_spy: str, args: argparse.Namespace, out_file: Path) -> list[str]:
@@ -926,45 +802,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     shown = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *raw]
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_terminate)
-    procs = Procs()
-    workdir = Path(tempfile.mkdtemp(prefix="billhub-bench-"))
-    try:
-        certs = workdir / "certs"
-        init_dev_certs(certs)
-        config = workdir / "billhub.toml"
-        config.write_text(HUB_CONFIG, "utf-8")
-        runs: list[Run] = []
-        for i in range(args.repeat):
-            for kind in kinds(args):
-                note(f"[{i + 1}/{args.repeat}] ({kind}) {LABELS[kind]} ...")
-                run = measure(procs, args, kind, i, certs, config, workdir)
-                note(
-                    f"    {run.throughput:.1f} msg/s  p99 {run.p99_ms:.2f} ms"
-                    f"  server CPU {_pct(run.cpu.server if run.cpu else None).strip()}"
-                    f"  load CPU {_pct(run.cpu.load if run.cpu else None).strip()}"
-                )
-                runs.append(run)
-        prof = None
-        if args.profile:
-            note("(c) under py-spy record ...")
-            prof = profile_hub(procs, args, certs, config, workdir)
-        medians = {k: median_run([r for r in runs if r.kind == k]) for k in kinds(args)}
-        report(args, shown, medians, runs, prof)
-        return 1 if any(r.warnings for r in runs) else 0
-    except KeyboardInterrupt:
-        note("interrupted; stopping every server and load process")
-        return 130
-    except RuntimeError as exc:
-        note(f"bench/link.py: error: {exc}")
-        return 1
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"work folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with session("link", keep=args.keep) as (procs, workdir):
+        try:
+            certs = workdir / "certs"
+            dev_certs(certs)
+            config = workdir / "billhub.toml"
+            hub = HubConfig(
+                certs,
+                workdir / "journal.db",
+                shutdown_grace_s=1.0,
+                comment="Written by bench/link.py: a loopback hub with development certificates.",
+            )
+            config.write_text(hub.toml(), "utf-8")
+            runs: list[Run] = []
+            for i in range(args.repeat):
+                for kind in kinds(args):
+                    note(f"[{i + 1}/{args.repeat}] ({kind}) {LABELS[kind]} ...")
+                    run = measure(procs, args, kind, i, certs, config, workdir)
+                    note(
+                        f"    {run.throughput:.1f} msg/s  p99 {run.p99_ms:.2f} ms"
+                        f"  server CPU {_pct(run.cpu.server if run.cpu else None).strip()}"
+                        f"  load CPU {_pct(run.cpu.load if run.cpu else None).strip()}"
+                    )
+                    runs.append(run)
+            prof = None
+            if args.profile:
+                note("(c) under py-spy record ...")
+                prof = profile_hub(procs, args, certs, config, workdir)
+            medians = {k: median_run([r for r in runs if r.kind == k]) for k in kinds(args)}
+            report(args, shown, medians, runs, prof)
+            return 1 if any(r.warnings for r in runs) else 0
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            return exit_code("link", exc)
 
 
 if __name__ == "__main__":

@@ -26,31 +26,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from billhub.simulator.demo_data import generate_accounts, write_bills_file
-from billhub.transport.certs import init_dev_certs
-from link import (  # bench/ is sys.path[0] when run as a script
+from harness import (  # bench/ is sys.path[0] when run as a script
+    HubConfig,
     Procs,
-    Sample,
-    _on_terminate,
-    _tail,
-    host_ticks,
+    Workload,
+    batch_biller,
+    dev_certs,
+    load_cmd,
     note,
-    proc_ticks,
-    steady_cpu,
+    run_load,
+    session,
+    start_hub,
 )
 
 BATCH = "100002"
@@ -82,95 +80,30 @@ class Run:
         return self.hub_cores / self.throughput * 1e6
 
 
-def hub_config(workdir: Path, certs: Path, metrics: bool, inbox: Path, outbox: Path) -> str:
-    return f"""\
-# Written by bench/metrics.py.
-[link]
-host = "127.0.0.1"
-port = 0
-shutdown_grace_s = 1.0
-
-[tls]
-cert_file = "{certs / "hub.crt"}"
-key_file = "{certs / "hub.key"}"
-client_ca_file = "{certs / "switch-ca.crt"}"
-allowed_subjects = ["switch-1"]
-
-[admin]
-enabled = true
-host = "127.0.0.1"
-port = 0
-metrics = {"true" if metrics else "false"}
-
-[log]
-format = "json"
-level = "info"
-
-[journal]
-path = "{workdir / "journal.db"}"
-
-[[billers]]
-code = "{BATCH}"
-name = "Rural Damascus (batch)"
-kind = "batch"
-budget_s = 5
-batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
-"""
+def hub_config(workdir: Path, certs: Path, metrics: bool, inbox: Path, outbox: Path) -> HubConfig:
+    return HubConfig(
+        certs,
+        workdir / "journal.db",
+        [batch_biller(BATCH, "Rural Damascus (batch)", inbox, outbox)],
+        admin_port=0,
+        metrics=metrics,
+        shutdown_grace_s=1.0,
+        comment="Written by bench/metrics.py.",
+    )
 
 
-def wait_listening(proc: subprocess.Popen[bytes], log: Path, err: Path) -> tuple[int, int]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log.read_text("utf-8", "replace").splitlines():
-            if '"hub_listening"' in line:
-                event = json.loads(line)
-                return int(event["port"]), int(event["admin_port"])
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the hub exited with {proc.returncode}:\n{_tail(log)}\n{_tail(err)}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"the hub is not listening after {READY_TIMEOUT_S:g} s:\n{_tail(log)}")
-
-
-def load_cmd(args: argparse.Namespace, port: int, certs: Path, today: str) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "billhub.cli",
-        "switch",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--certs",
-        str(certs),
-        "--json",  # a `switch` option: before `load`
-        "load",
-        "--links",
-        str(args.links),
-        "--in-flight",
-        str(args.in_flight),
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
-        "--kind",
-        args.kind,
-        "--biller",
-        BATCH,
-        "--accounts",
-        str(args.accounts),
-        "--seed",
-        str(args.seed),
-        "--prefix",
-        "02",
-        "--today",
-        today,
-    ]
-    if args.kind == "mix":
-        cmd += ["--payment-share", str(args.payment_share)]
-    return cmd
+def metrics_load_cmd(args: argparse.Namespace, port: int, certs: Path, today: date) -> list[str]:
+    workload = Workload(BATCH, args.accounts, args.seed, "02", today, args.payment_share)
+    return load_cmd(
+        port,
+        certs,
+        kind=args.kind,
+        links=args.links,
+        in_flight=args.in_flight,
+        duration=args.duration,
+        warmup=args.warmup,
+        workload=workload,
+    )
 
 
 class Scraper(threading.Thread):
@@ -220,55 +153,32 @@ def measure(
     write_bills_file(
         inbox, BATCH, generate_accounts("02", args.accounts, args.seed, today=today), day=today
     )
-    config = workdir / "billhub.toml"
-    config.write_text(hub_config(workdir, certs, mode == "on", inbox, outbox), "utf-8")
-    log, err = workdir / "hub.log", workdir / "hub.err"
-    with log.open("wb") as out, err.open("wb") as e:
-        hub = procs.start(
-            [sys.executable, "-m", "billhub.cli", "serve", "--config", str(config)],
-            stdout=out,
-            stderr=e,
-        )
+    config = hub_config(workdir, certs, mode == "on", inbox, outbox)
+    hub = start_hub(procs, workdir, "hub", config, timeout=READY_TIMEOUT_S)
     scraper: Scraper | None = None
     try:
-        port, admin = wait_listening(hub, log, err)
-        metrics_url = f"http://127.0.0.1:{admin}/metrics"
-        cmd = load_cmd(args, port, certs, today.isoformat())
-        note(f"[{tag}] {shlex.join(cmd[3:])}")
+        metrics_url = f"http://127.0.0.1:{hub.admin_port}/metrics"
+        cmd = metrics_load_cmd(args, hub.port, certs, today)
         if mode == "on" and args.scrape_every > 0:
             scraper = Scraper(metrics_url, args.scrape_every)
             scraper.start()
-        out_path, err_path = workdir / "load.out", workdir / "load.err"
-        with out_path.open("wb") as o, err_path.open("wb") as e2:
-            load = procs.start(cmd, stdout=o, stderr=e2)
-        samples: list[Sample] = []
-        deadline = time.monotonic() + args.warmup + args.duration + 120
         try:
-            while load.poll() is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"[{tag}] the load did not finish in time")
-                samples.append(
-                    Sample(
-                        time.monotonic(), proc_ticks(hub.pid), proc_ticks(load.pid), host_ticks()
-                    )
-                )
-                time.sleep(0.1)
-            t_exit = time.monotonic()
+            ph = run_load(
+                procs,
+                workdir,
+                tag,
+                [cmd],
+                {"hub": hub.pid},
+                limit_s=args.warmup + args.duration + 120,
+            )
         finally:
-            procs.stop(load, signal.SIGKILL, timeout=0.1)
-        if scraper is not None:
-            scraper.stop.set()
-            scraper.join(10)
-        if load.returncode != 0:
-            raise RuntimeError(f"[{tag}] load exited with {load.returncode}:\n{_tail(err_path)}")
-        lines = [ln for ln in out_path.read_text("utf-8").splitlines() if ln.startswith("{")]
-        if not lines:
-            raise RuntimeError(f"[{tag}] the load printed no JSON:\n{_tail(out_path)}")
-        s: dict[str, Any] = json.loads(lines[-1])
-        cpu = steady_cpu(samples, t_exit, args.duration)
+            if scraper is not None:
+                scraper.stop.set()
+                scraper.join(10)
+        s: dict[str, Any] = ph.summary
         counted = counted_requests(metrics_url) if mode == "on" else None
     finally:
-        procs.stop(hub, signal.SIGTERM)
+        procs.stop(hub.proc, signal.SIGTERM)
     run = Run(
         mode=mode,
         repeat=repeat,
@@ -277,9 +187,9 @@ def measure(
         p99_ms=float(s["p99_ms"]),
         answered=int(s["answered"]),
         codes={str(k): int(v) for k, v in dict(s.get("codes", {})).items()},
-        hub_cores=cpu.server if cpu else None,
-        load_cores=cpu.load if cpu else None,
-        others_cores=cpu.others if cpu else None,
+        hub_cores=ph.cores("hub"),
+        load_cores=ph.cores("load"),
+        others_cores=ph.others,
         counted=counted,
     )
     if scraper is not None and scraper.times:
@@ -479,32 +389,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _on_terminate)
-    procs = Procs()
-    base = Path(tempfile.mkdtemp(prefix="billhub-bench-metrics-"))
     runs: list[Run] = []
-    try:
-        certs = base / "certs"
-        init_dev_certs(certs)
+    with session("metrics", keep=args.keep) as (procs, base):
+        certs = dev_certs(base / "certs")
         for i in range(args.repeat):
             order = ("off", "on") if i % 2 == 0 else ("on", "off")
             for mode in order:
                 runs.append(measure(procs, args, mode, i, certs, base))
-        summary = summarise(runs)
-        summary["observers"] = observer_cost()
-        if args.json:
-            print(json.dumps({"runs": [asdict(r) for r in runs], "summary": summary}, indent=2))
-        else:
-            sys.stdout.write(report(args, runs, summary))
-        return 0
-    finally:
-        procs.kill_all()
-        if args.keep:
-            note(f"kept {base}")
-        else:
-            import shutil
-
-            shutil.rmtree(base, ignore_errors=True)
+    summary = summarise(runs)
+    summary["observers"] = observer_cost()
+    if args.json:
+        print(json.dumps({"runs": [asdict(r) for r in runs], "summary": summary}, indent=2))
+    else:
+        sys.stdout.write(report(args, runs, summary))
+    return 0
 
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ class LinkConfig:
     max_in_flight: int = 512
     answer_budget_s: float = 10.0
     shutdown_grace_s: float = 10.0
+    #: ``SO_REUSEPORT``: several hub processes of one host share the link port, the
+    #: kernel spreading new links across them (one process is one core). Only with a
+    #: journal they can share (PostgreSQL): a SQLite file has one writer.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +500,7 @@ def _link(t: _Table) -> LinkConfig:
         max_in_flight=t.integer("max_in_flight", d.max_in_flight, low=MIN_IN_FLIGHT),
         answer_budget_s=t.number("answer_budget_s", d.answer_budget_s, below=SWITCH_WAIT_S),
         shutdown_grace_s=t.number("shutdown_grace_s", d.shutdown_grace_s, positive=False),
+        reuse_port=t.boolean("reuse_port", d.reuse_port),
     )
     t.done()
     return cfg
@@ -823,6 +828,15 @@ def parse_config(
     admin = _admin(root.table("admin"))
     log = _log(root.table("log"))
     journal = _journal(root.table("journal"))
+    if link.reuse_port and journal.kind != "postgresql":
+        # Each process behind the shared port would keep its own journal (or fight over
+        # one file): a repeat landing on another process than the original would be
+        # paid again. Only a journal every process shares makes the port shareable.
+        raise ConfigError(
+            "link.reuse_port",
+            'needs [journal] kind = "postgresql": the hub processes sharing the port must '
+            "share one journal, and a SQLite file takes one writer",
+        )
     resolver = _resolver(root.table("resolver"))
     billers = _billers(root.raw.get("billers"), ctx, link.answer_budget_s)
     root.seen.add("billers")

@@ -334,6 +334,7 @@ def build_hub(config: Config, *, subscribers: Sequence[LinkSubscriber] | None = 
             if lc.allowed_sources is None
             else tuple(ipaddress.ip_network(n) for n in lc.allowed_sources),
             max_in_flight=lc.max_in_flight,
+            reuse_port=lc.reuse_port,
         ),
     )
     return Hub(config, codec, server, stores, pipeline, resolver, day, billers, closer, obs)

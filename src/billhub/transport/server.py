@@ -56,6 +56,10 @@ class ServerLimits:
     handshake_timeout: float = 10.0
     max_in_flight: int = 512
     allowed_sources: Sequence[Network] | None = None
+    #: ``SO_REUSEPORT`` on the listening socket: hub processes that all set it share
+    #: the port, and the kernel hands each new connection to one of them (by a hash of
+    #: its addresses). A process that does not set it still gets ``EADDRINUSE``.
+    reuse_port: bool = False
 
 
 class _Pending:
@@ -109,7 +113,9 @@ class HubServer:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, addr = infos[0]
-        sock = socket.create_server(addr, family=family, backlog=128)
+        sock = socket.create_server(
+            addr, family=family, backlog=128, reuse_port=self.limits.reuse_port
+        )
         sock.setblocking(False)
         self._sock, self._loop = sock, loop
         loop.add_reader(sock.fileno(), self._on_acceptable)
