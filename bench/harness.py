@@ -377,14 +377,25 @@ def hub_cmd(config: Path) -> list[str]:
 
 
 def start_hub(
-    procs: Procs, workdir: Path, name: str, config: HubConfig, *, timeout: float = 300.0
+    procs: Procs,
+    workdir: Path,
+    name: str,
+    config: HubConfig,
+    *,
+    timeout: float = 300.0,
+    src: Path | str | None = None,
 ) -> Hub:
-    """Write ``config`` and start a hub on it; returns once it logged ``hub_listening``."""
+    """Write ``config`` and start a hub on it; returns once it logged ``hub_listening``.
+
+    ``src``: another source tree's ``src/`` folder, put on ``PYTHONPATH`` ahead of the
+    installed billhub, so that one run can measure the hub before and after a change.
+    """
     path = workdir / f"{name}.toml"
     path.write_text(config.toml(), "utf-8")
     log, err = workdir / f"{name}.log", workdir / f"{name}.err"
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
     t0 = time.monotonic()
-    proc = procs.start_logged(hub_cmd(path), log, err)
+    proc = procs.start_logged(hub_cmd(path), log, err, env=env)
     event = json.loads(wait_for_line(proc, log, err, '"hub_listening"', timeout))
     admin = event.get("admin_port")
     return Hub(
