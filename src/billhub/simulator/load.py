@@ -27,7 +27,8 @@ Two engines drive the hub:
       and 70 (decoded and encoded with the codec: they are rare).
 
     Every answer is checked: its DE 39 against the code expected for that
-    request (``unexpected``), and its DE 37 against the request's
+    request (``unexpected``, unless :meth:`Workload.excused` says the run made it
+    right meanwhile: ``excused``), and its DE 37 against the request's
     (``rrn_mismatch``; ``rrn_missing`` when the answer lacks it).
 
 Closed loop (default): each link keeps its share of ``in_flight`` requests
