@@ -588,7 +588,7 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     if len(summaries) == 1:
         return summaries[0]
     out: dict[str, Any] = {"loads": len(summaries)}
-    for key in ("answered", "failed", "unexpected_total", "throughput_per_s"):
+    for key in ("answered", "failed", "unexpected_total", "excused", "throughput_per_s"):
         out[key] = sum(float(s.get(key) or 0) for s in summaries)
     for key in ("p50_ms", "p99_ms", "p999_ms", "seconds"):
         out[key] = max(float(s.get(key) or 0) for s in summaries)
