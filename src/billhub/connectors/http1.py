@@ -10,6 +10,10 @@ shapes with a JSON body, answers whose status and body are all that is read.
 Why h11: the HTTP/1.1 itself (request framing, status line and header parsing,
 chunked and close-delimited bodies, interim ``1xx`` answers, when a connection may
 be kept) is done by h11, a sans-IO library kept by python-hyper, not by hand here.
+Its price: h11 is pure Python and takes about 45 CPU µs per request and answer
+(its state machine and header validation), where the hand-written parser it replaced
+took under 5; ``bench/rest_client.py`` measures the whole call.
+
 What this module owns is connector policy, which h11 leaves to its caller:
 
 * at most ``limit`` connections, kept alive ``keepalive_s`` when idle; callers
