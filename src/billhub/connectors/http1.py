@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client for one biller's host: a keep-alive pool over h11.
+"""A small HTTP/1.1 client for one biller's host: a keep-alive pool, answers read by llhttp.
 
 Why not aiohttp here: the hub's REST path asks a biller one or two questions per
 switch message, and aiohttp's client costs about 250-300 CPU µs per call (request
@@ -7,14 +7,14 @@ timers), more than everything else the hub does per message together. The REST
 contract (BILLERS.md section 1) needs very little of HTTP: one host, four request
 shapes with a JSON body, answers whose status and body are all that is read.
 
-Why h11: the HTTP/1.1 itself (request framing, status line and header parsing,
-chunked and close-delimited bodies, interim ``1xx`` answers, when a connection may
-be kept) is done by h11, a sans-IO library kept by python-hyper, not by hand here.
-Its price: h11 is pure Python and takes about 45 CPU µs per request and answer
-(its state machine and header validation), where the hand-written parser it replaced
-took under 5; ``bench/rest_client.py`` measures the whole call.
+Why httptools: the answers (status line and headers, chunked and close-delimited
+bodies, interim ``1xx`` answers, when a connection may be kept) are parsed by
+llhttp, Node.js's HTTP parser in C, through httptools (MagicStack, uvloop's
+authors), not by hand here; about 2 CPU µs an answer, where h11 (pure Python)
+takes about 45. The request, one line and the connector's own headers, is
+framed here.
 
-What this module owns is connector policy, which h11 leaves to its caller:
+What this module owns is connector policy, which the parser leaves to its caller:
 
 * at most ``limit`` connections, kept alive ``keepalive_s`` when idle; callers
   beyond the limit wait their turn (first come, first served);
@@ -27,11 +27,10 @@ What this module owns is connector policy, which h11 leaves to its caller:
 * a bound on the answer's body;
 * no redirect is followed, no cookie kept, no proxy taken from the environment.
 
-:class:`ClientConnection` is the sans-IO part: one connection's h11 state, a
-request in, bytes out, bytes in, one answer out. Errors are :class:`HttpError`
-subclasses with short fixed messages; h11's own messages are never passed on,
-because they may quote the bytes received, and a request's bytes hold the
-account number (in the URL) and the token.
+:class:`ClientConnection` is the sans-IO part: a request in, bytes out, bytes
+in, one answer out. Errors are :class:`HttpError`
+subclasses with short fixed messages, never the parser's, which may quote the
+bytes received (a request's bytes hold the account number and the token).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ import collections
 import ssl
 from typing import Final, cast
 
-import h11
+import httptools
 
 __all__ = [
     "Answer",
@@ -59,7 +58,6 @@ __all__ = [
 
 _MAX_HEAD: Final = 64 * 1024
 
-#: What h11's events take (a list: h11 is typed so).
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -88,7 +86,7 @@ class CutShort(HttpError):
 
 
 class NotHttp(HttpError):
-    """The answer is not HTTP/1.x as h11 reads it."""
+    """The answer is not HTTP/1.x as llhttp reads it."""
 
 
 class TooLarge(HttpError):
@@ -97,10 +95,6 @@ class TooLarge(HttpError):
 
 class PoolClosed(HttpError):
     """The pool was closed before or during the call."""
-
-
-class BadRequest(HttpError):
-    """h11 refused to frame the request (a header or target that is not HTTP/1.1)."""
 
 
 class Answer:
@@ -118,28 +112,45 @@ class Answer:
 
 
 class ClientConnection:
-    """The client side of one HTTP/1.1 connection, an adapter over ``h11.Connection``.
+    """The client side of one HTTP/1.1 connection: request bytes out, an answer in.
 
-    :meth:`request` frames one request (the bytes to write); :meth:`feed` takes
-    the bytes received in order and returns the :class:`Answer` once it is
-    complete (``None`` until then), raising :class:`NotHttp` or
-    :class:`TooLarge`; :meth:`eof` ends a body delimited by the connection's
-    close, or raises :class:`CutShort` / :class:`Dropped`. h11 skips interim
-    ``1xx`` answers and decides ``keep_alive`` (HTTP/1.0, ``Connection: close``,
-    a close-delimited body); bytes after the answer (the client never pipelines)
-    make it not reusable too, reported by :attr:`extra`. After a reusable answer
-    the next :meth:`request` starts h11's next cycle on the same connection.
+    :meth:`request` frames one request (the bytes to write; the headers are the
+    caller's, checked by it); :meth:`feed` takes the bytes received in order and
+    returns the :class:`Answer` once it is complete (``None`` until then), raising
+    :class:`NotHttp` or :class:`TooLarge`; :meth:`eof` ends a body delimited by
+    the connection's close, or raises :class:`CutShort` / :class:`Dropped`. The
+    answer is read by httptools (llhttp): interim ``1xx`` answers are skipped, and
+    llhttp decides ``keep_alive`` (HTTP/1.0, ``Connection: close``); bytes after the
+    answer (the client never pipelines) make it not reusable, reported by
+    :attr:`extra`.
     """
 
-    __slots__ = ("_chunks", "_done", "_h11", "_max_body", "_size", "_status", "extra", "started")
+    __slots__ = (
+        "_chunks",
+        "_done",
+        "_framed",
+        "_head_size",
+        "_keep",
+        "_max_body",
+        "_parser",
+        "_refused",
+        "_size",
+        "_status",
+        "extra",
+        "started",
+    )
 
     def __init__(self) -> None:
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        self._parser: httptools.HttpResponseParser | None = None
         self._max_body = 0
         self._chunks: list[bytes] = []
         self._size = 0
+        self._head_size = 0
         self._status = 0
+        self._keep = False
+        self._framed = False  # a Content-Length or chunked: the body does not end at the close
         self._done = False
+        self._refused: HttpError | None = None
         self.started = False  # any byte of the current answer received
         self.extra = False
 
@@ -147,23 +158,18 @@ class ClientConnection:
         self, method: bytes, target: bytes, headers: Headers, body: bytes | None, *, max_body: int
     ) -> bytes:
         """The bytes of one whole request; its answer is then read by :meth:`feed`."""
-        conn = self._h11
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        if body is not None:
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
-        try:
-            data = conn.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += conn.send(h11.Data(data=body))
-            data += conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            raise BadRequest("request not valid HTTP/1.1") from None
+        head = b"%s %s HTTP/1.1\r\n" % (method, target)
+        head += b"".join([b"%s: %s\r\n" % pair for pair in headers])
+        if body is None:
+            data = head + b"\r\n"
+        else:
+            data = head + b"content-length: %d\r\n\r\n" % len(body) + body
+        self._parser = httptools.HttpResponseParser(self)
         self._max_body = max_body
         self._chunks = []
-        self._size = 0
-        self._status = 0
-        self._done = False
+        self._size = self._head_size = self._status = 0
+        self._keep = self._framed = self._done = False
+        self._refused = None
         self.started = False
         self.extra = False
         return data
@@ -175,67 +181,76 @@ class ClientConnection:
         if self._done:
             self.extra = True
             return None
-        self._h11.receive_data(data)
-        return self._events()
+        assert self._parser is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._refused is not None:
+                raise self._refused from None
+            if not self._done:
+                raise NotHttp(
+                    "bad body framing" if self._status else "not an HTTP/1.x answer"
+                ) from None
+            self.extra = True  # bytes after the answer that are not HTTP either
+        if not self._done:
+            return None
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Answer(self._status, body, self._keep and not self.extra)
 
     def eof(self) -> Answer:
         """The connection closed: the answer if its body ran to the close."""
         if not self.started:
             raise Dropped("connection dropped before the answer")
-        if not self._done:
-            self._h11.receive_data(b"")
-            try:
-                answer = self._events()
-            except NotHttp:
-                answer = None
-            if answer is not None:
-                answer.keep_alive = False  # the connection is closed, whatever h11 says
-                return answer
+        if self._status and not self._framed and not self._done:
+            self._done = True
+            return Answer(self._status, b"".join(self._chunks), False)
         raise CutShort("answer cut short")
 
-    def _events(self) -> Answer | None:
-        conn = self._h11
-        try:
-            while True:
-                event = conn.next_event()
-                kind = type(event)
-                if kind is h11.Data:
-                    self._add(cast(h11.Data, event).data)
-                elif kind is h11.Response:
-                    self._head(cast(h11.Response, event))
-                elif kind is h11.EndOfMessage:
-                    return self._end()
-                elif kind is not h11.InformationalResponse:  # NEED_DATA, ConnectionClosed
-                    return None
-        except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint == 431:
-                raise NotHttp("response head too large") from None
-            if self._status:
-                raise NotHttp("bad body framing") from None
-            raise NotHttp("not an HTTP/1.x answer") from None
+    # -- httptools' callbacks (an exception in one fails its feed_data) ------------------
 
-    def _head(self, response: h11.Response) -> None:
-        self._status = response.status_code
-        for name, value in response.headers:
-            # h11 has checked it is digits, and one value if repeated
-            if name == b"content-length" and int(value) > self._max_body:
-                raise TooLarge("answer too large")
+    def _refuse(self, error: HttpError) -> None:
+        self._refused = error
+        raise error
 
-    def _add(self, data: bytes) -> None:
-        if data:
-            self._size += len(data)
-            if self._size > self._max_body:
-                raise TooLarge("answer too large")
-            self._chunks.append(data)
+    def on_message_begin(self) -> None:
+        if self._done:
+            self.extra = True  # a second answer begins: the connection is out of step
 
-    def _end(self) -> Answer:
-        conn = self._h11
-        self._done = True
-        chunks = self._chunks
-        body = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
-        self.extra = bool(conn.trailing_data[0])
-        reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-        return Answer(self._status, body, reusable and not self.extra)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > _MAX_HEAD:
+            self._refuse(NotHttp("response head too large"))
+        key = name.lower()
+        if key == b"content-length":
+            self._framed = True
+            if value.isdigit() and int(value) > self._max_body:
+                self._refuse(TooLarge("answer too large"))
+        elif key == b"transfer-encoding":
+            self._framed = True
+            if not value.lower().rstrip().endswith(b"chunked"):  # llhttp would read to the close
+                self._refuse(NotHttp("unsupported transfer-encoding"))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._status = self._parser.get_status_code()
+        self._keep = self._parser.should_keep_alive()
+        self._head_size = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._refuse(TooLarge("answer too large"))
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._done:
+            self.extra = True  # a second answer: the connection is out of step
+        elif 100 <= self._status < 200:  # an interim answer: the real one follows
+            self._status = 0
+            self._framed = False
+        else:
+            self._done = True
 
 
 # ------------------------------------------------------------------------ connections
@@ -346,7 +361,7 @@ class HttpPool:
         *,
         max_body: int,
     ) -> Answer:
-        """Send one request (h11 frames it, adding ``Content-Length`` for a body)
+        """Send one request (framed with ``Content-Length`` for a body)
         and read its answer.
 
         Raises :class:`HttpError` subclasses; a cancellation closes the connection

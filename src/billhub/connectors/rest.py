@@ -4,7 +4,7 @@ One :class:`RestConnector` per biller. It owns one
 :class:`~billhub.connectors.http1.HttpPool` (bound to the running loop on the
 first call) holding at most ``max_concurrency`` keep-alive connections, and one
 ``ssl.SSLContext`` built once at construction. The request headers' constant part
-(host, token, accept) is encoded once; h11 frames each request.
+(host, token, accept) is encoded once; a call adds its request line and body.
 
 What a call may raise (the :class:`~billhub.pipeline.ports.Biller` contract)::
 
