@@ -1,7 +1,7 @@
 """The REST connector's HTTP/1.1 client: the answers it reads, and a pool that never leaks.
 
-The parser is fed bytes as a server could send them (in pieces, chunked, delimited by
-the close); the pool is driven through :class:`RestConnector` against servers that
+The sans-IO client side (httptools under it) frames a request and is fed bytes as a server
+could send them (in pieces, chunked, delimited by the close); the pool is driven through :class:`RestConnector` against servers that
 answer in the ways aiohttp's server does and in the ways it never does.
 """
 
@@ -16,10 +16,11 @@ from aiohttp import web
 
 from billhub.config import RestSettings
 from billhub.connectors.http1 import (
+    Answer,
+    ClientConnection,
     CutShort,
     Dropped,
     NotHttp,
-    ResponseParser,
     TooLarge,
 )
 from billhub.connectors.rest import RestConnector
@@ -44,7 +45,14 @@ BILLS = (
 )
 
 
-def feed_all(parser: ResponseParser, data: bytes, step: int) -> list[object]:
+def asked(max_body: int = 100, method: bytes = b"GET") -> ClientConnection:
+    """A connection whose request has been framed: it now reads that request's answer."""
+    conn = ClientConnection()
+    conn.request(method, b"/x", [(b"host", b"h")], None, max_body=max_body)
+    return conn
+
+
+def feed_all(parser: ClientConnection, data: bytes, step: int) -> list[Answer]:
     got = []
     for i in range(0, len(data), step):
         answer = parser.feed(data[i : i + step])
@@ -56,7 +64,7 @@ def feed_all(parser: ResponseParser, data: bytes, step: int) -> list[object]:
 @pytest.mark.parametrize("step", [1, 7, 10_000])
 def test_content_length_answer_in_any_pieces(step: int) -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
-    (answer,) = feed_all(ResponseParser(100), raw + b'{"a": "bc"}', step)
+    (answer,) = feed_all(asked(), raw + b'{"a": "bc"}', step)
     assert (answer.status, answer.body, answer.keep_alive) == (200, b'{"a": "bc"}', True)
 
 
@@ -68,13 +76,13 @@ def test_chunked_answer_with_extensions_and_trailers(step: int) -> None:
         b'A\r\nror": "x"}\r\n'
         b"0\r\nX-Trailer: t\r\n\r\n"
     )
-    (answer,) = feed_all(ResponseParser(100), raw, step)
+    (answer,) = feed_all(asked(), raw, step)
     assert (answer.status, answer.body, answer.keep_alive) == (404, b'{"error": "x"}', True)
 
 
 def test_interim_answer_is_skipped() -> None:
     raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
-    (answer,) = feed_all(ResponseParser(100), raw, 3)
+    (answer,) = feed_all(asked(), raw, 3)
     assert (answer.status, answer.body) == (200, b"{}")
 
 
@@ -86,12 +94,12 @@ def test_interim_answer_is_skipped() -> None:
     ],
 )
 def test_connection_not_reused_when_the_server_says_so(head: bytes) -> None:
-    answer = ResponseParser(100).feed(head + b"{}")
+    answer = asked().feed(head + b"{}")
     assert answer is not None and not answer.keep_alive
 
 
 def test_body_until_the_close() -> None:
-    parser = ResponseParser(100)
+    parser = asked()
     assert parser.feed(b"HTTP/1.1 200 OK\r\n\r\n{") is None
     assert parser.feed(b"}") is None
     answer = parser.eof()
@@ -99,20 +107,20 @@ def test_body_until_the_close() -> None:
 
 
 def test_no_content_has_no_body() -> None:
-    answer = ResponseParser(100).feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+    answer = asked().feed(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert answer is not None and (answer.status, answer.body) == (204, b"")
 
 
 def test_bytes_after_the_answer_close_the_connection() -> None:
-    parser = ResponseParser(100)
+    parser = asked()
     answer = parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP")
     assert answer is not None and not answer.keep_alive
 
 
 def test_close_before_or_during_the_answer() -> None:
     with pytest.raises(Dropped):
-        ResponseParser(100).eof()
-    parser = ResponseParser(100)
+        asked().eof()
+    parser = asked()
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}")
     with pytest.raises(CutShort):
         parser.eof()
@@ -122,13 +130,16 @@ def test_close_before_or_during_the_answer() -> None:
     "raw",
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + b"x" * 64 + b"\r\n41\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n"
+        + b"x" * 64
+        + b"\r\n41\r\n"
+        + b"x" * 37,
         b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 101,
     ],
 )
 def test_body_over_the_bound(raw: bytes) -> None:
     with pytest.raises(TooLarge):
-        ResponseParser(100).feed(raw)
+        asked().feed(raw)
 
 
 @pytest.mark.parametrize(
@@ -145,8 +156,41 @@ def test_body_over_the_bound(raw: bytes) -> None:
     ],
 )
 def test_not_http(raw: bytes) -> None:
-    with pytest.raises(NotHttp):
-        ResponseParser(100).feed(raw)
+    with pytest.raises(NotHttp) as refused:
+        asked().feed(raw)
+    # a fixed reason, never the bytes received
+    assert str(refused.value) in {
+        "not an HTTP/1.x answer",
+        "bad body framing",
+        "response head too large",
+        "unsupported transfer-encoding",
+    }
+
+
+def test_the_request_as_framed() -> None:
+    conn = ClientConnection()
+    data = conn.request(b"PUT", b"/p/1", [(b"host", b"h")], b'{"a":1}', max_body=100)
+    assert data == b'PUT /p/1 HTTP/1.1\r\nhost: h\r\ncontent-length: 7\r\n\r\n{"a":1}'
+
+
+def test_a_kept_connection_reads_the_next_answer() -> None:
+    conn = asked()
+    first = conn.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert first is not None and first.keep_alive
+    conn.request(b"GET", b"/y", [(b"host", b"h")], None, max_body=100)
+    second = conn.feed(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n[1]")
+    assert second is not None and (second.status, second.body) == (404, b"[1]")
+
+
+def test_close_during_the_head_or_a_chunk() -> None:
+    for raw in (
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ):
+        conn = asked()
+        assert conn.feed(raw) is None
+        with pytest.raises(CutShort):
+            conn.eof()
 
 
 # --- the pool, through the connector ---------------------------------------------------

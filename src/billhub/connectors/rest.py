@@ -3,7 +3,7 @@
 One :class:`RestConnector` per biller. It owns one
 :class:`~billhub.connectors.http1.HttpPool` (bound to the running loop on the
 first call) holding at most ``max_concurrency`` keep-alive connections, and one
-``ssl.SSLContext`` built once at construction. The request heads' constant part
+``ssl.SSLContext`` built once at construction. The request headers' constant part
 (host, token, accept) is encoded once; a call adds its request line and body.
 
 What a call may raise (the :class:`~billhub.pipeline.ports.Biller` contract)::
@@ -83,7 +83,7 @@ _PERIOD_RE = re.compile(r"[0-9]{4}(0[1-9]|1[0-2])")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _STATUSES = {s.value: s for s in AccountStatus}
 _POSTING = {"posted": PostingStatus.POSTED, "cancelled": PostingStatus.CANCELLED}
-_JSON_BODY = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+_JSON_TYPE = (b"content-type", b"application/json")
 #: Bytes a header value must not hold: they would end the header (or the head).
 _HEADER_BREAKS = frozenset("\r\n\0")
 
@@ -133,10 +133,12 @@ class RestConnector:
             raise ConfigError(f"biller {code}: rest.token", "must be one line")
         parts = urlsplit(self._base)
         self._prefix = parts.path  # already percent-encoded, no trailing slash
-        self._head = (
-            f"Host: {parts.netloc}\r\nAuthorization: Bearer {settings.token}\r\n"
-            "Accept: application/json\r\n"
-        ).encode()
+        self._headers = [
+            (b"host", parts.netloc.encode()),
+            (b"authorization", f"Bearer {settings.token}".encode()),
+            (b"accept", b"application/json"),
+        ]
+        self._json_headers = [*self._headers, _JSON_TYPE]
         self._max_concurrency = max_concurrency
         self._call_timeout = call_timeout
         self._on_auth_failure = on_auth_failure
@@ -235,14 +237,11 @@ class RestConnector:
         """
         if self._closed:
             raise BillerUnavailable("connector closed")
-        line = b"%s %s HTTP/1.1\r\n" % (method, (self._prefix + path).encode("ascii"))
-        if body is None:
-            data = line + self._head + b"\r\n"
-        else:
-            data = line + self._head + _JSON_BODY % len(body) + body
+        target = (self._prefix + path).encode("ascii")
+        headers = self._headers if body is None else self._json_headers
         try:
             async with asyncio.timeout(self._call_timeout):
-                answer = await self._pool.request(data, max_body=_MAX_BODY)
+                answer = await self._pool.request(method, target, headers, body, max_body=_MAX_BODY)
         except TimeoutError:
             raise BillerTimeout(f"no answer within {self._call_timeout:g} s") from None
         except PoolClosed:
