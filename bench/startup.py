@@ -39,8 +39,15 @@ from typing import Any
 
 from billhub.journal.sqlite import SqliteJournal
 from billhub.transport.certs import init_dev_certs
-from e2e import rss_kb, wait_for_line  # bench/ is sys.path[0] when run as a script
-from link import CLK_TCK, Procs, _on_terminate, note, proc_ticks
+from harness import (  # bench/ is sys.path[0] when run as a script
+    CLK_TCK,
+    Procs,
+    note,
+    on_terminate,
+    proc_ticks,
+    rss_kb,
+    wait_for_line,
+)
 
 REST, BATCH = "100001", "100002"
 ACQUIRER = "000001"
@@ -318,7 +325,7 @@ def main() -> int:
     if sizes != sorted(sizes):
         p.error("--sizes must be increasing")
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_terminate)
+        signal.signal(sig, on_terminate)
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="billhub-startup-"))
     results: list[dict[str, Any]] = []
