@@ -55,3 +55,24 @@ def test_reuse_port_on_sqlite_is_what_the_hub_refuses(tmp_path: Path) -> None:
     bad: Any = harness.HubConfig(_certs(tmp_path), tmp_path / "j.db", reuse_port=True)
     with pytest.raises(ConfigError, match="reuse_port"):
         parse_config(bad.toml(), base_dir=tmp_path, env={})
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if "if __name__" in p.read_text("utf-8"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_starts_and_explains_itself(script: str) -> None:
+    """Each bench script imports the shared helpers it names: a moved helper fails here,
+    not minutes into someone's benchmark run."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
