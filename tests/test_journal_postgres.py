@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from tests.journal_records import T0, payment, reversal, task_for
 
 from billhub.errors import JournalError, KeyReversed, KeyTaken
+from billhub.journal.pg_db import PgDatabase, write_failure
 from billhub.journal.pg_schema import PG_MIGRATIONS
 from billhub.journal.postgres import PgJournal
 from billhub.pipeline.model import PaymentState
@@ -125,6 +127,28 @@ async def test_an_unreachable_server_is_named_without_the_dsn_or_its_password() 
 
 
 # -- group commit -------------------------------------------------------------------------------
+
+
+async def test_a_connection_left_half_way_is_a_journal_error_on_reads_and_writes() -> None:
+    """asyncpg's ``InternalClientError`` (a connection the server terminated
+    mid-statement, used again) is no ``InterfaceError``; it escaped a read and ended
+    the resolver's loop. Every read and write names it as a journal failure."""
+
+    class HalfWay:
+        async def fetch(self, *args: Any) -> Any:
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+
+        execute = fetch
+
+    db = PgDatabase("postgresql://127.0.0.1:1/x", PG_MIGRATIONS)
+    db._pool = HalfWay()  # type: ignore[assignment]
+    with pytest.raises(JournalError, match="InternalClientError"):
+        await db.fetch("SELECT 1")
+    with pytest.raises(JournalError, match="InternalClientError"):
+        await db.execute("SELECT 1")
+    assert write_failure(asyncpg.exceptions.InternalClientError("x")) == "connection"
 
 
 async def test_group_commit_shares_commits_among_concurrent_writes(pg_dsn: str) -> None:

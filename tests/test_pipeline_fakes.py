@@ -324,6 +324,40 @@ async def test_an_outcome_the_journal_refused_is_resolved_once_it_writes(world: 
     assert world.biller.ledger[pid].cancelled is True, "the biller keeps nothing"
 
 
+async def test_a_96_posted_at_the_biller_is_cancelled_after_a_resolver_turn_broke(
+    world: World,
+) -> None:
+    """The order a PostgreSQL cut produced: the biller posts, the approval's write fails
+    (`96`), and the resolver's next read raises outside the journal's contract (the
+    driver's "another operation is in progress" on a connection cut mid-statement).
+    The resolver's loop goes on, and the biller keeps nothing."""
+    real_post, real_due = world.biller.post_payment, world.journal.due_tasks
+    broke: list[int] = []
+
+    async def post_then_cut(order: PaymentOrder) -> str:
+        receipt = await real_post(order)
+        world.journal.fail_writes = "connection"
+        return receipt
+
+    async def due_tasks_breaking_once(now: Any, limit: int = 100) -> Any:
+        if not broke:
+            broke.append(1)
+            raise RuntimeError("cannot switch to state 12; another operation is in progress")
+        return await real_due(now, limit)
+
+    world.biller.post_payment = post_then_cut  # type: ignore[method-assign]
+    world.journal.due_tasks = due_tasks_breaking_once  # type: ignore[method-assign]
+    assert (await handle(world, pay())).fields[39] == "96"
+    (pid,) = world.biller.ledger
+    world.journal.fail_writes = None
+    await world.resolve()
+    assert broke and world.resolver.stats.failed_turns == 1
+    assert world.biller.ledger[pid].cancelled is True, "the biller keeps nothing"
+    stored = await world.journal.get_payment_by_id(pid)
+    assert stored is not None and stored.resolution is Resolution.CANCELLED
+    assert (await handle(world, sent(m.repeat(pay())))).fields[39] == "96", "the answer stands"
+
+
 async def test_a_date_another_instance_closed_is_90_recorded_declined(world: World) -> None:
     world.journal.close_dates_before(T0.date() + timedelta(days=1))
     answer = await handle(world, pay())

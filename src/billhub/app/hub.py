@@ -159,6 +159,9 @@ class Hub:
             except JournalError as exc:  # the journal's own health reports it; try again
                 log.warning("take_over_failed", error=str(exc))
                 continue
+            except Exception as exc:  # a loop that ended would take nothing over again
+                log.error("take_over_failed", error=type(exc).__name__)
+                continue
             if taken:
                 log.warning("took_over_uncertain_payments", count=len(taken))
                 self.resolver.wake()

@@ -46,6 +46,20 @@ else:
 PgOp = Callable[[PgConn], Awaitable[Any]]
 
 _MAX_BATCH = 256
+#: What the driver raises when the database or the way to it fails. Its
+#: ``InternalClientError`` is not an ``InterfaceError``: a connection the server
+#: terminated mid-statement (a failover, ``pg_terminate_backend``) can leave the
+#: client's protocol half-way, and the next statement on it raises "another
+#: operation is in progress". Left out, it escaped a read as no ``JournalError``
+#: and ended the resolver's loop, so held `96` payments the biller had posted
+#: were never cancelled.
+_DRIVER_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    TimeoutError,
+)
 #: A lock id only billhub's migrations take (two instances starting at once).
 _MIGRATION_LOCK = 0x6B696C6C68756201
 
@@ -72,6 +86,10 @@ def write_failure(exc: BaseException) -> str:
         | TimeoutError,
     ):
         return "connection"
+    if isinstance(exc, asyncpg.exceptions.InternalClientError) and not isinstance(
+        exc, asyncpg.exceptions.OutdatedSchemaCacheError
+    ):
+        return "connection"  # a protocol left half-way by a connection cut mid-statement
     if isinstance(
         exc, asyncpg.exceptions.DataCorruptedError | asyncpg.exceptions.IndexCorruptedError
     ):
@@ -164,12 +182,7 @@ class PgDatabase:
             # server that cannot be reached, or refuses us, is named as such here.
             await pool.execute("SELECT 1")
             self._pool = pool
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.exceptions.InterfaceError,
-            TimeoutError,
-        ) as exc:
+        except _DRIVER_ERRORS as exc:
             if pool is not None:
                 await pool.close()
             raise JournalError(
@@ -291,12 +304,7 @@ class PgDatabase:
         try:
             rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
             return rows
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.exceptions.InterfaceError,
-            TimeoutError,
-        ) as exc:
+        except _DRIVER_ERRORS as exc:
             raise JournalError(f"journal read failed: {_reason(exc)}") from None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
@@ -308,12 +316,7 @@ class PgDatabase:
         try:
             status: str = await pool.execute(sql, *args)
             return status
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.exceptions.InterfaceError,
-            TimeoutError,
-        ) as exc:
+        except _DRIVER_ERRORS as exc:
             raise JournalError(f"journal write failed: {_reason(exc)}") from None
 
     async def with_connection(self, op: PgOp) -> Any:
@@ -323,12 +326,7 @@ class PgDatabase:
         try:
             async with pool.acquire() as conn:
                 return await op(conn)
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.exceptions.InterfaceError,
-            TimeoutError,
-        ) as exc:
+        except _DRIVER_ERRORS as exc:
             raise JournalError(f"journal read failed: {_reason(exc)}") from None
 
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:

@@ -43,6 +43,9 @@ class ResolverStats:
     never_posted: int = 0
     reversals_confirmed: int = 0
     retries: int = 0
+    #: Turns of the loop that raised something other than a journal or biller failure.
+    failed_turns: int = 0
+    last_failure: str | None = None
 
 
 class Resolver:
@@ -81,27 +84,40 @@ class Resolver:
         self._wake.set()
 
     async def run(self) -> None:
-        """Loop until :meth:`stop`; each due task runs once at a time."""
+        """Loop until :meth:`stop`; each due task runs once at a time.
+
+        A turn that fails in a way nobody foresaw (a journal raising outside its
+        contract) is counted and the loop goes on: while the hub answers, this loop
+        is what cancels at the biller what the hub did not approve, and a loop that
+        ended silently once left payments answered `96` posted at the biller.
+        """
         while not self._stopping:
             self._wake.clear()
-            if self.unrecorded is not None:
-                # Outcomes the journal refused: written (with their tasks) once it takes them.
-                await self.unrecorded.flush(self.journal, self.wake)
             try:
-                tasks = await self.journal.due_tasks(self.clock.now())
-            except JournalError:
-                tasks = []
-            for task in tasks:
-                if task.task_id in self._active:
-                    continue
-                self._active.add(task.task_id)
-                worker = asyncio.get_running_loop().create_task(self._run_one(task))
-                self._workers.add(worker)
-                worker.add_done_callback(self._workers.discard)
+                await self._turn()
+            except Exception as exc:  # the next turn tries again
+                self.stats.failed_turns += 1
+                self.stats.last_failure = type(exc).__name__
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
                 pass
+
+    async def _turn(self) -> None:
+        if self.unrecorded is not None:
+            # Outcomes the journal refused: written (with their tasks) once it takes them.
+            await self.unrecorded.flush(self.journal, self.wake)
+        try:
+            tasks = await self.journal.due_tasks(self.clock.now())
+        except JournalError:
+            tasks = []
+        for task in tasks:
+            if task.task_id in self._active:
+                continue
+            self._active.add(task.task_id)
+            worker = asyncio.get_running_loop().create_task(self._run_one(task))
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
     async def stop(self) -> None:
         self._stopping = True
