@@ -347,11 +347,14 @@ async def test_a_96_posted_at_the_biller_is_cancelled_after_a_resolver_turn_brok
 
     world.biller.post_payment = post_then_cut  # type: ignore[method-assign]
     world.journal.due_tasks = due_tasks_breaking_once  # type: ignore[method-assign]
+    told: list[str] = []
+    world.resolver.on_turn_failed = told.append  # what the hub logs as resolver_turn_failed
     assert (await handle(world, pay())).fields[39] == "96"
     (pid,) = world.biller.ledger
     world.journal.fail_writes = None
     await world.resolve()
     assert broke and world.resolver.stats.failed_turns == 1
+    assert told == ["RuntimeError"], "the operator is told the type, never the text"
     assert world.biller.ledger[pid].cancelled is True, "the biller keeps nothing"
     stored = await world.journal.get_payment_by_id(pid)
     assert stored is not None and stored.resolution is Resolution.CANCELLED

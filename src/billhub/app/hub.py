@@ -266,6 +266,7 @@ def build_hub(config: Config, *, subscribers: Sequence[LinkSubscriber] | None = 
         poll_interval=rc.poll_interval_s,
         observer=obs.pipeline_observer,
         unrecorded=unrecorded,
+        on_turn_failed=lambda error: log.error("resolver_turn_failed", error=error),
     )
     pipeline = Pipeline(
         spec.rules,

@@ -17,7 +17,7 @@ operators watch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,8 +62,12 @@ class Resolver:
         concurrency: int = 16,
         observer: PipelineObserver | None = None,
         unrecorded: UnrecordedOutcomes | None = None,
+        on_turn_failed: Callable[[str], None] | None = None,
     ) -> None:
         self.journal = journal
+        #: Told the error's type of each failed turn (never its text: it may hold an
+        #: account), so that an operator sees the loop is in trouble.
+        self.on_turn_failed = on_turn_failed
         self.unrecorded = unrecorded
         self.billers = billers
         self.clock = clock
@@ -98,6 +102,8 @@ class Resolver:
             except Exception as exc:  # the next turn tries again
                 self.stats.failed_turns += 1
                 self.stats.last_failure = type(exc).__name__
+                if self.on_turn_failed is not None:
+                    self.on_turn_failed(type(exc).__name__)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
