@@ -41,10 +41,13 @@ from billhub.journal.sqlite import SqliteJournal
 from billhub.transport.certs import init_dev_certs
 from harness import (  # bench/ is sys.path[0] when run as a script
     CLK_TCK,
+    HubConfig,
     Procs,
+    batch_biller,
     note,
     on_terminate,
     proc_ticks,
+    rest_biller,
     rss_kb,
     wait_for_line,
 )
@@ -59,43 +62,19 @@ def _config(workdir: Path, certs: Path, journal: Path) -> str:
     inbox, outbox = workdir / "inbox", workdir / "outbox"
     inbox.mkdir(exist_ok=True)
     outbox.mkdir(exist_ok=True)
-    return f"""\
-# Written by bench/startup.py: a loopback hub, a REST and a batch biller, a large journal.
-[link]
-host = "127.0.0.1"
-port = 0
-shutdown_grace_s = 1.0
-
-[tls]
-cert_file = "{certs / "hub.crt"}"
-key_file = "{certs / "hub.key"}"
-client_ca_file = "{certs / "switch-ca.crt"}"
-allowed_subjects = ["switch-1"]
-
-[admin]
-enabled = false
-
-[log]
-format = "json"
-level = "info"
-
-[journal]
-path = "{journal}"
-
-[[billers]]
-code = "{REST}"
-name = "REST biller (never called here)"
-kind = "rest"
-budget_s = 5
-rest = {{ base_url = "http://127.0.0.1:9", token = "startup-bench-token" }}
-
-[[billers]]
-code = "{BATCH}"
-name = "Batch biller"
-kind = "batch"
-budget_s = 5
-batch = {{ inbox = "{inbox}", outbox = "{outbox}" }}
-"""
+    return HubConfig(
+        certs,
+        journal,
+        [
+            rest_biller(
+                REST, "REST biller (never called here)", "http://127.0.0.1:9", "startup-bench-token"
+            ),
+            batch_biller(BATCH, "Batch biller", inbox, outbox),
+        ],
+        shutdown_grace_s=1.0,
+        comment="Written by bench/startup.py: a loopback hub, a REST and a batch biller, "
+        "a large journal.",
+    ).toml()
 
 
 def _migrate(path: Path) -> None:
