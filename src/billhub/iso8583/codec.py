@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 from billhub.errors import LocalProtocolError
 from billhub.iso8583.message import Message
-from billhub.iso8583.reference import ReferenceCodec
-from billhub.iso8583.spec import FieldSpec, LinkSpec, MandatoryRule
+from billhub.iso8583.reference import ReferenceCodec, bit_mask
+from billhub.iso8583.spec import FieldSpec, LinkSpec
 
 #: Plans kept per codec (bitmaps seen, field sets sent). A switch uses a few dozen;
 #: the bound only stops a peer sending random bitmaps from growing the cache.
@@ -97,11 +97,10 @@ class Codec:
             int(f.key): f for f in spec.data_fields() if int(f.key) in self._steps
         }
         numbers = [int(k) for k in spec.fields if k.isdigit()]
-        self._allowed_primary = _bit_mask(numbers, 0)
-        self._allowed_secondary = _bit_mask([n for n in numbers if n > 64], 64)
+        self._allowed_primary = bit_mask(numbers, 0)
+        self._allowed_secondary = bit_mask([n for n in numbers if n > 64], 64)
         self._decode_plans: dict[bytes, DecodePlan] = {}
         self._encode_plans: dict[tuple[int, ...], EncodePlan] = {}
-        self._mandatory: dict[str, tuple[MandatoryRule, ...]] = {}
         self._header = spec.length_header
         self._max = spec.max_message_length
 
@@ -178,22 +177,7 @@ class Codec:
 
     def check_mandatory(self, msg: Message) -> None:
         """Raise :class:`DecodeError` if a field mandatory for this message is missing."""
-        rules = self._mandatory.get(msg.mti)
-        if rules is None:
-            rules = tuple(r for r in self.spec.rules.mandatory if msg.mti in r.mtis)
-            if len(self._mandatory) >= _MAX_PLANS:
-                self._mandatory.clear()
-            self._mandatory[msg.mti] = rules
-        present = msg.fields
-        for rule in rules:
-            if rule.processing_code is not None and present.get(3) != rule.processing_code:
-                continue
-            if rule.network_code is not None and present.get(70) != rule.network_code:
-                continue
-            for n in rule.fields:
-                if n not in present:
-                    self._ref.check_mandatory(msg)  # raises, naming the first missing field
-                    return
+        self._ref.check_mandatory(msg)  # the rules' own check, kept per MTI by LinkRules
 
     # -- encoding ----------------------------------------------------------------
 
@@ -269,11 +253,3 @@ class Codec:
     def normalise(self, msg: Message) -> Message:
         """The message with fixed fields justified as the wire carries them."""
         return self._ref.normalise(msg)
-
-
-def _bit_mask(numbers: list[int], base: int) -> int:
-    mask = 0
-    for n in numbers:
-        if base < n <= base + 64:
-            mask |= 1 << (64 - (n - base))
-    return mask

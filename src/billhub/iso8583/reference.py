@@ -30,7 +30,8 @@ _PRIMARY_BITMAP_END = 12  # 4-byte MTI + 8-byte primary bitmap
 _ECHO_KEYS = (7, 11, 32)
 
 
-def _bit_mask(numbers: list[int], base: int) -> int:
+def bit_mask(numbers: list[int], base: int) -> int:
+    """The bitmap word with the bits of ``numbers`` between ``base`` + 1 and ``base`` + 64."""
     mask = 0
     for n in numbers:
         if base < n <= base + 64:
@@ -46,8 +47,8 @@ class ReferenceCodec:
         self._py = spec.pyiso8583
         numbers = [int(k) for k in spec.fields if k.isdigit()]
         # Bits the spec allows; bit 1 (secondary bitmap) is allowed in the primary.
-        self._allowed_primary = _bit_mask(numbers, 0)
-        self._allowed_secondary = _bit_mask([n for n in numbers if n > 64], 64)
+        self._allowed_primary = bit_mask(numbers, 0)
+        self._allowed_secondary = bit_mask([n for n in numbers if n > 64], 64)
         self._fields: dict[int, FieldSpec] = {
             int(k): f for k, f in spec.fields.items() if k.isdigit() and k != "1"
         }

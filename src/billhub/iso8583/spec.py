@@ -98,6 +98,10 @@ class LinkRules:
     _plans: dict[str, ResponsePlan] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # Per MTI that has any: its mandatory rules (see missing_fields); a cache too.
+    _mandatory_of: dict[str, tuple[MandatoryRule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def response_plan(self, mti: str) -> ResponsePlan:
         """What a response to a request of ``mti`` is: its MTI and the fields it echoes.
@@ -139,17 +143,29 @@ class LinkRules:
         return mti in self.responses
 
     def missing_fields(self, mti: str, present: Mapping[int, str]) -> list[int]:
-        """The mandatory fields a message of this MTI lacks, in number order."""
-        missing: set[int] = set()
-        for rule in self.mandatory:
-            if mti not in rule.mtis:
-                continue
+        """The mandatory fields a message of this MTI lacks, in number order.
+
+        Asked of every message decoded, so the rules of each MTI are picked out once
+        and kept (only MTIs some rule names: the cache is bounded by the spec, not by
+        what a peer sends), and a complete message allocates nothing.
+        """
+        rules = self._mandatory_of.get(mti)
+        if rules is None:
+            rules = tuple(r for r in self.mandatory if mti in r.mtis)
+            if not rules:
+                return []
+            self._mandatory_of[mti] = rules
+        missing: set[int] | None = None
+        for rule in rules:
             if rule.processing_code is not None and present.get(3) != rule.processing_code:
                 continue
             if rule.network_code is not None and present.get(70) != rule.network_code:
                 continue
-            missing.update(f for f in rule.fields if f not in present)
-        return sorted(missing)
+            for f in rule.fields:
+                if f not in present:
+                    missing = missing or set()
+                    missing.add(f)
+        return sorted(missing) if missing else []
 
 
 @dataclass(frozen=True, slots=True)
